@@ -1,0 +1,47 @@
+"""How the engine asks for the next step to run: a protocol the Celery layer implements."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+STEP_KINDS = ("start", "llm", "tool", "finish")
+
+
+@dataclass(frozen=True)
+class StepMessage:
+    """The body of a step task: which step of which workflow to run.
+
+    Attributes:
+        agent: the agent's name (its queue is ``agent.<name>``).
+        workflow_id: the workflow instance id.
+        kind: ``start``, ``llm``, ``tool`` or ``finish``.
+        step_seq: the workflow cursor this step runs at (the fencing token).
+        call_index: the tool call's index in its assistant message (``tool`` only).
+        attempt: 1 for a first attempt (informational: the store counts attempts).
+        tool: the tool's name (``tool`` only; sets the task's time limit, shown in Flower).
+    """
+
+    agent: str
+    workflow_id: str
+    kind: str
+    step_seq: int
+    call_index: int | None = None
+    attempt: int = 1
+    tool: str | None = None
+
+    def to_kwargs(self) -> dict[str, Any]:
+        """JSON keyword arguments of the Celery task (shown by Flower)."""
+        data = asdict(self)
+        for optional in ("call_index", "tool"):
+            if data[optional] is None:
+                del data[optional]
+        return data
+
+
+class Dispatcher(Protocol):
+    """Enqueues step messages (implemented on Celery by ``tasks.dispatch``)."""
+
+    def dispatch(self, message: StepMessage, countdown: float | None = None, time_limit: float | None = None) -> None:
+        """Enqueue ``message``, to run after ``countdown`` seconds, with a soft time limit."""
+        ...

@@ -1,0 +1,64 @@
+"""The sweeper: re-dispatches workflows whose step message was lost (DESIGN section 3, rule 2).
+
+A workflow is due when no step has touched it for a while (``dispatch_grace`` after a
+dispatch, ``lease_ttl`` after a heartbeat). The sweeper looks at due workflows only and
+dispatches every pending step whose lease is not held; fencing makes a duplicate harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..errors import WorkflowNotFound
+from ..store.workflows import TERMINAL
+from .dispatch import StepMessage
+from .runner import finish_workflow
+
+log = logging.getLogger("agent_platform.sweeper")
+
+
+def sweep_once(runtime: Any, limit: int = 200) -> int:
+    """One pass over every store of the loaded agents; returns how many steps it dispatched."""
+    dispatched = 0
+    for store in runtime.stores():
+        for wf in store.due_workflows(limit):
+            try:
+                dispatched += _sweep_workflow(runtime, store, wf)
+            except WorkflowNotFound:
+                store.forget_active(wf)
+            except Exception:
+                log.exception("sweeping workflow %s failed", wf)
+    return dispatched
+
+
+def _sweep_workflow(runtime: Any, store: Any, wf: str) -> int:
+    meta = store.meta(wf)
+    status = meta["runtime_status"]
+    grace = runtime.settings.dispatch_grace
+    if meta["agent"] not in runtime.agents:
+        store.set_due(wf, grace)  # another process serves this agent
+        return 0
+    if status in TERMINAL:
+        store.forget_active(wf)
+        finish_workflow(runtime, store, wf)  # a crash may have left its session held
+        return 0
+    if status == "SUSPENDED":
+        store.set_due(wf, grace)
+        return 0
+    step = meta["next"]
+    stage = meta["cursor"]
+    if step["kind"] == "tool":
+        pending = [(c["index"], c["name"]) for c in step["calls"] if not store.is_done(wf, stage, c["index"])]
+    else:
+        pending = [(None, None)]
+    messages = [
+        StepMessage(meta["agent"], wf, step["kind"], stage, idx, tool=name)
+        for idx, name in pending
+        if not store.lease_alive(wf, stage, idx)
+    ]
+    store.set_due(wf, grace)
+    for message in messages:
+        log.warning("sweeper: re-dispatching %s step %s/%s", wf, message.kind, stage)
+        runtime.dispatch(message)
+    return len(messages)

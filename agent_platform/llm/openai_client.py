@@ -1,0 +1,189 @@
+"""OpenAI-compatible chat client on the official ``openai`` SDK.
+
+The SDK's own retries are off (``max_retries=0``): the engine retries a failed call as a
+new attempt of the ``llm`` step, so every attempt is recorded in the step log and the
+wait between attempts is a Celery countdown, not a sleeping worker (DESIGN section 3, rule 4).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import threading
+import time
+from typing import Any
+
+import openai
+
+from ..errors import ConfigurationError, LLMError, RetryableLLMError
+from .reply import AssistantReply, parse_chat_completion
+
+DEFAULT_MODEL = "gpt-4o-mini"
+#: HTTP statuses worth another attempt: request timeout, conflict, rate limit, server errors.
+RETRYABLE_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
+
+
+class OpenAIChatClient:
+    """A chat-completions client for OpenAI and compatible servers (vLLM, llama.cpp, Ollama...).
+
+    Every argument left None is read from the environment when the first call is made
+    (not at import): ``OPENAI_MODEL``, ``OPENAI_BASE_URL``, ``OPENAI_API_KEY``,
+    ``AGENT_PLATFORM_LLM_TEMPERATURE``, ``AGENT_PLATFORM_LLM_MAX_TOOL_ROUNDS``.
+
+    Args:
+        model: model name sent as ``model`` (default ``$OPENAI_MODEL`` or gpt-4o-mini).
+        base_url: API root ending in ``/v1`` (default ``$OPENAI_BASE_URL`` or OpenAI's).
+        api_key: bearer key (default ``$OPENAI_API_KEY``; a placeholder for local servers).
+        timeout: seconds for one HTTP request.
+        temperature: sampling temperature, or None for the server's default.
+        max_tool_rounds: after this many tool rounds in a turn the model is called with
+            ``tool_choice="none"`` (a profile for small models that call tools forever).
+        extra_body: extra JSON fields for every request (server-specific options).
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        temperature: float | None = None,
+        max_tool_rounds: int | None = None,
+        extra_body: dict[str, Any] | None = None,
+    ) -> None:
+        self.model = model
+        self.base_url = base_url
+        self.api_key = api_key
+        self.timeout = timeout
+        self.temperature = temperature
+        self.max_tool_rounds = max_tool_rounds
+        self.extra_body = extra_body or {}
+        self._client: openai.OpenAI | None = None
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+
+    def __repr__(self) -> str:  # never show the key
+        return f"<OpenAIChatClient model={self.model!r} base_url={self.base_url!r}>"
+
+    def resolved(self) -> dict[str, Any]:
+        """The effective model, base_url, temperature and max_tool_rounds (no key).
+
+        Raises:
+            ConfigurationError: no API key and no base URL are configured anywhere.
+        """
+        env = os.environ
+        base_url = self.base_url or env.get("OPENAI_BASE_URL") or None
+        api_key = self.api_key or env.get("OPENAI_API_KEY")
+        if not api_key and not base_url:
+            raise ConfigurationError(
+                "no model configured: set OPENAI_API_KEY (and OPENAI_MODEL), or OPENAI_BASE_URL "
+                "for an OpenAI-compatible server, or run dev mode for the embedded model"
+            )
+        temperature = self.temperature
+        if temperature is None and env.get("AGENT_PLATFORM_LLM_TEMPERATURE"):
+            temperature = float(env["AGENT_PLATFORM_LLM_TEMPERATURE"])
+        rounds = self.max_tool_rounds
+        if rounds is None and env.get("AGENT_PLATFORM_LLM_MAX_TOOL_ROUNDS"):
+            rounds = int(env["AGENT_PLATFORM_LLM_MAX_TOOL_ROUNDS"])
+        return {
+            "model": self.model or env.get("OPENAI_MODEL") or DEFAULT_MODEL,
+            "base_url": base_url,
+            "api_key": api_key or "not-needed",
+            "temperature": temperature,
+            "max_tool_rounds": rounds,
+        }
+
+    def _sdk(self, cfg: dict[str, Any]) -> openai.OpenAI:
+        # One SDK client per process: a client made before a fork must not be shared.
+        with self._lock:
+            if self._client is None or self._pid != os.getpid():
+                self._client = openai.OpenAI(
+                    api_key=cfg["api_key"],
+                    base_url=cfg["base_url"],
+                    timeout=self.timeout,
+                    max_retries=0,
+                )
+                self._pid = os.getpid()
+            return self._client
+
+    def chat(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | None = None,
+    ) -> AssistantReply:
+        """Make one chat completion.
+
+        Args:
+            messages: OpenAI-shaped messages.
+            tools: OpenAI ``tools`` entries (omitted from the request when empty).
+            tool_choice: ``"none"`` to forbid tool calls, ``"auto"``, or None.
+
+        Returns:
+            The parsed reply (see :func:`parse_chat_completion` for the servers' quirks).
+
+        Raises:
+            RetryableLLMError: timeout, connection error, 408/409/429/5xx (with the
+                server's ``Retry-After`` in seconds when it sent one).
+            LLMError: any other error status, or a body that is not a chat completion.
+            ConfigurationError: no model is configured.
+        """
+        cfg = self.resolved()
+        request: dict[str, Any] = {"model": cfg["model"], "messages": messages}
+        if tools:
+            request["tools"] = tools
+            if tool_choice:
+                request["tool_choice"] = tool_choice
+        if cfg["temperature"] is not None:
+            request["temperature"] = cfg["temperature"]
+        if self.extra_body:
+            request["extra_body"] = self.extra_body
+        client = self._sdk(cfg)
+        try:
+            raw = client.chat.completions.with_raw_response.create(**request)
+        except openai.APITimeoutError as exc:
+            raise RetryableLLMError(f"model request timed out after {self.timeout}s") from exc
+        except openai.APIConnectionError as exc:
+            raise RetryableLLMError(f"cannot reach the model server: {exc}") from exc
+        except openai.APIStatusError as exc:
+            message = f"model server answered {exc.status_code}: {_error_text(exc)}"
+            if exc.status_code in RETRYABLE_STATUSES:
+                raise RetryableLLMError(message, retry_after(exc.response.headers)) from exc
+            raise LLMError(message) from exc
+        try:
+            body = json.loads(raw.text)
+        except ValueError as exc:
+            raise RetryableLLMError(f"the model server sent a body that is not JSON: {raw.text[:200]!r}") from exc
+        return parse_chat_completion(body)
+
+
+def retry_after(headers: Any) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date), or None."""
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _error_text(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])[:500]
+    return str(exc.message)[:500]

@@ -1,0 +1,73 @@
+"""Conversation memory in a Redis list, one per (agent, session).
+
+Keys: ``<prefix>conversation:{<agent>:<session>}`` (a list of JSON messages) and
+``...:writers`` (a set of workflow ids that appended), in one hash tag so the
+idempotent append is one atomic script, also on Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..ids import validate_id
+
+_APPEND = """
+if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
+for i = 2, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
+return 1
+"""
+
+
+class ConversationRedisMemory:
+    """Conversation history in the ``state.redis`` component named ``store_name``.
+
+    Args:
+        store_name: the component holding the history.
+        session_id: the default session; each start may name its own.
+    """
+
+    def __init__(self, store_name: str = "conversationstore", session_id: str = "default") -> None:
+        self.store_name = store_name
+        self.session_id = validate_id(session_id, "session_id")
+
+    def bind(self, runtime: Any, agent_name: str) -> RedisSessionHistory:
+        """Bind to the runtime's connection for ``store_name``.
+
+        Raises:
+            ComponentError: the component is missing or not ``state.redis``.
+        """
+        client, prefix = runtime.redis_for(self.store_name)
+        return RedisSessionHistory(client, prefix, agent_name)
+
+
+class RedisSessionHistory:
+    """The bound form of :class:`ConversationRedisMemory` (see :class:`SessionHistory`)."""
+
+    def __init__(self, client: Any, prefix: str, agent_name: str) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.agent = agent_name
+        self._append = client.register_script(_APPEND)
+
+    def key(self, session_id: str) -> str:
+        """The list key of a session (the id is validated first)."""
+        validate_id(session_id, "session_id")
+        return f"{self.prefix}conversation:{{{self.agent}:{session_id}}}"
+
+    def length(self, session_id: str) -> int:
+        """Number of stored messages (LLEN)."""
+        return int(self.client.llen(self.key(session_id)))
+
+    def messages(self, session_id: str, stop: int | None = None) -> list[dict[str, Any]]:
+        """The first ``stop`` messages (LRANGE), decoded."""
+        if stop == 0:
+            return []
+        end = -1 if stop is None else stop - 1
+        return [json.loads(m) for m in self.client.lrange(self.key(session_id), 0, end)]
+
+    def append_turn(self, session_id: str, workflow_id: str, messages: list[dict[str, Any]]) -> bool:
+        """Append once per workflow (one Lua script: SADD of the writer, then RPUSH)."""
+        key = self.key(session_id)
+        payload = [json.dumps({**m, "workflow_id": workflow_id}) for m in messages]
+        return bool(self._append(keys=[key, key + ":writers"], args=[workflow_id, *payload]))

@@ -1,0 +1,247 @@
+"""The runtime: settings, components, Redis connections, stores and the loaded agents.
+
+One per process (worker, web, bus); built by a factory, never at import time.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from typing import Any
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from .agent import AssistantAgent
+from .components import ComponentSet, default_redis_url, get_component, load_components, redis_target
+from .engine.dispatch import Dispatcher, StepMessage
+from .errors import AgentNotFound, ConfigurationError, WorkflowNotFound
+from .ids import new_workflow_id, validate_id
+from .memory.base import SessionHistory
+from .settings import Settings
+from .store.workflows import WorkflowStore
+
+log = logging.getLogger("agent_platform")
+
+
+def load_agents(spec: str | None) -> list[AssistantAgent]:
+    """Import the agents named by ``AGENT_APP`` (``module:attribute``, comma-separated).
+
+    An attribute may be an agent or a list/tuple of agents.
+
+    Raises:
+        ConfigurationError: the spec is empty or malformed, or names no agent.
+    """
+    if not spec:
+        raise ConfigurationError("AGENT_APP is not set: name the agent(s) as module:attribute")
+    agents: list[AssistantAgent] = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        module_name, _, attr = part.partition(":")
+        if not module_name or not attr:
+            raise ConfigurationError(f"AGENT_APP entry {part!r} is not module:attribute")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ConfigurationError(f"AGENT_APP: cannot import {module_name!r}: {exc}") from exc
+        value: Any = module
+        for name in attr.split("."):
+            value = getattr(value, name, None)
+        items = value if isinstance(value, (list, tuple)) else [value]
+        for item in items:
+            if not isinstance(item, AssistantAgent):
+                raise ConfigurationError(f"AGENT_APP: {part} is not an agent (got {type(item).__name__})")
+            agents.append(item)
+    names = [a.name for a in agents]
+    if len(set(names)) != len(names):
+        raise ConfigurationError(f"AGENT_APP names two agents with one name: {names}")
+    return agents
+
+
+def redis_client(url: str) -> redis.Redis:
+    """A redis-py client that survives a Redis restart: retries connection errors with
+    exponential backoff (redis-py's ``Retry``), TCP keepalive, periodic health checks."""
+    return redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_keepalive=True,
+        socket_connect_timeout=5,
+        health_check_interval=15,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=12),
+        retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+    )
+
+
+class Runtime:
+    """Everything a process needs to run or serve workflows.
+
+    Args:
+        settings: the settings (default: from the environment).
+        agents: the agents (default: those named by ``settings.agent_app``).
+        dispatcher: how steps are enqueued (the Celery layer's), or None in read-only use.
+        worker: this process's name in step records (the Celery hostname).
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        agents: list[AssistantAgent] | None = None,
+        dispatcher: Dispatcher | None = None,
+        worker: str = "",
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        self.agents = {a.name: a for a in (agents if agents is not None else load_agents(self.settings.agent_app))}
+        self.dispatcher = dispatcher
+        self.worker = worker
+        self.components: ComponentSet = load_components(self.settings.components_path)
+        self._clients: dict[str, redis.Redis] = {}
+        self._stores: dict[tuple[str, str], WorkflowStore] = {}
+        self._histories: dict[str, SessionHistory] = {}
+        self._lock = threading.Lock()
+
+    # -- connections --------------------------------------------------------------------
+    def target_for(self, store_name: str) -> tuple[str, str]:
+        """``(redis_url, key_prefix)`` of a ``state.redis``/``pubsub.redis`` component.
+
+        With no components folder at all, every store is the default Redis
+        (``REDIS_URL`` or localhost) with no prefix.
+
+        Raises:
+            ComponentError: the folder exists but has no such Redis component.
+        """
+        env = _env(self.settings)
+        if not self.components and not self.components.skipped:
+            return default_redis_url(env), ""
+        component = get_component(self.components, store_name, ("state.redis", "pubsub.redis"))
+        target = redis_target(component, env)
+        return target.url, target.key_prefix
+
+    def redis_for(self, store_name: str) -> tuple[redis.Redis, str]:
+        """``(client, key_prefix)`` for a component (one client per distinct URL)."""
+        url, prefix = self.target_for(store_name)
+        with self._lock:
+            client = self._clients.get(url)
+            if client is None:
+                client = self._clients[url] = redis_client(url)
+        return client, prefix
+
+    def broker_url(self) -> str:
+        """The Celery broker: ``settings.broker_url``, else the first agent's state store."""
+        if self.settings.broker_url:
+            return self.settings.broker_url
+        agent = next(iter(self.agents.values()), None)
+        if agent is None:
+            return default_redis_url(_env(self.settings))
+        return self.target_for(agent.state_store_name)[0]
+
+    def store_for(self, agent: AssistantAgent | str) -> WorkflowStore:
+        """The workflow store of an agent (shared by agents with the same component and key)."""
+        agent = self.agent(agent) if isinstance(agent, str) else agent
+        cache_key = (agent.state_store_name, agent.state_key)
+        with self._lock:
+            store = self._stores.get(cache_key)
+        if store is None:
+            client, prefix = self.redis_for(agent.state_store_name)
+            store = WorkflowStore(client, prefix, agent.state_key)
+            with self._lock:
+                self._stores[cache_key] = store
+        return store
+
+    def history_for(self, agent: AssistantAgent) -> SessionHistory:
+        """The agent's conversation memory bound to its store."""
+        history = self._histories.get(agent.name)
+        if history is None:
+            history = self._histories[agent.name] = agent.memory.bind(self, agent.name)
+        return history
+
+    def agent(self, name: str) -> AssistantAgent:
+        """A loaded agent by name.
+
+        Raises:
+            AgentNotFound: no agent of that name is loaded.
+        """
+        try:
+            return self.agents[name]
+        except KeyError:
+            raise AgentNotFound(f"no agent {name!r} is loaded; loaded: {', '.join(self.agents)}") from None
+
+    # -- workflows ----------------------------------------------------------------------
+    def start_workflow(
+        self,
+        agent_name: str,
+        task: str,
+        session_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        callback_url: str | None = None,
+        idempotency_key: str | None = None,
+        workflow_id: str | None = None,
+    ) -> tuple[str, bool]:
+        """Create a turn and dispatch its ``start`` step when its session is free.
+
+        Returns:
+            ``(workflow_id, created)``; ``created`` is False for a repeated Idempotency-Key.
+
+        Raises:
+            AgentNotFound, ValidationError, IdempotencyConflict.
+        """
+        agent = self.agent(agent_name)
+        session_id = validate_id(session_id or agent.default_session_id, "session_id")
+        store = self.store_for(agent)
+        wf_id, created = store.create(
+            validate_id(workflow_id, "workflow id") if workflow_id else new_workflow_id(),
+            agent.name,
+            session_id,
+            task,
+            metadata=metadata,
+            callback_url=callback_url,
+            idempotency_key=idempotency_key,
+            due_in=self.settings.dispatch_grace,
+        )
+        if created and store.session_head(agent.name, session_id) == wf_id:
+            self.dispatch(StepMessage(agent.name, wf_id, "start", 0))
+        return wf_id, created
+
+    def dispatch(self, message: StepMessage, countdown: float | None = None) -> None:
+        """Enqueue a step through the dispatcher, with the tool's time limit for tools.
+
+        Raises:
+            ConfigurationError: this runtime has no dispatcher.
+        """
+        if self.dispatcher is None:
+            raise ConfigurationError("this process cannot dispatch steps (no Celery app)")
+        time_limit = None
+        if message.tool:
+            tool = self.agent(message.agent).tools.get(message.tool)
+            time_limit = tool.timeout if tool is not None else None
+        self.dispatcher.dispatch(message, countdown=countdown, time_limit=time_limit)
+
+    def find_store(self, workflow_id: str) -> WorkflowStore:
+        """The store holding ``workflow_id`` among the loaded agents' stores.
+
+        Raises:
+            WorkflowNotFound: no store has it.
+        """
+        validate_id(workflow_id, "workflow id")
+        for agent in self.agents.values():
+            store = self.store_for(agent)
+            if store.exists(workflow_id):
+                return store
+        raise WorkflowNotFound(f"no workflow {workflow_id!r}")
+
+    def stores(self) -> list[WorkflowStore]:
+        """The distinct stores of the loaded agents."""
+        seen: dict[int, WorkflowStore] = {}
+        for agent in self.agents.values():
+            store = self.store_for(agent)
+            seen[id(store)] = store
+        return list(seen.values())
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    import os
+
+    env = dict(os.environ)
+    if settings.redis_url:
+        env["REDIS_URL"] = settings.redis_url
+    return env

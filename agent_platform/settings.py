@@ -1,0 +1,116 @@
+"""Layered settings: defaults < components/*.yaml < environment < explicit arguments.
+
+Read when :meth:`Settings.from_env` runs (a factory), never at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from .errors import ConfigurationError
+
+#: Environment variables read by :meth:`Settings.from_env` (name -> Settings field).
+ENV_FIELDS: dict[str, str] = {
+    "AGENT_APP": "agent_app",
+    "AGENT_PLATFORM_COMPONENTS_PATH": "components_path",
+    "REDIS_URL": "redis_url",
+    "AGENT_PLATFORM_BROKER_URL": "broker_url",
+    "AGENT_PLATFORM_VISIBILITY_TIMEOUT": "visibility_timeout",
+    "AGENT_PLATFORM_LEASE_TTL": "lease_ttl",
+    "AGENT_PLATFORM_SWEEP_INTERVAL": "sweep_interval",
+    "AGENT_PLATFORM_DISPATCH_GRACE": "dispatch_grace",
+    "AGENT_PLATFORM_LLM_MAX_ATTEMPTS": "llm_max_attempts",
+    "AGENT_PLATFORM_LLM_BACKOFF": "llm_backoff",
+    "AGENT_PLATFORM_LLM_BACKOFF_MAX": "llm_backoff_max",
+    "AGENT_PLATFORM_API_TOKEN": "api_token",
+    "AGENT_PLATFORM_MAX_REQUEST_BYTES": "max_request_bytes",
+    "AGENT_PLATFORM_FAULT": "fault",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Process-wide settings of agent-platform.
+
+    Attributes:
+        agent_app: ``module:attribute`` (comma-separated for several) naming the agents
+            every process loads, like ``FLASK_APP``.
+        components_path: folder of Dapr-format component YAML files (None: the default,
+            ``$AGENT_PLATFORM_COMPONENTS_PATH`` or ``./components``).
+        redis_url: ``REDIS_URL``; overrides the host of every Redis component.
+        broker_url: the Celery broker; default the state store's Redis.
+        visibility_timeout: seconds before the Redis broker redelivers an unacknowledged
+            message (kombu's ``visibility_timeout``); keep it above the longest step.
+        lease_ttl: seconds a step lease lives without a heartbeat (renewed every ttl/3).
+        sweep_interval: seconds between two sweeps for workflows whose step was lost.
+        dispatch_grace: seconds a dispatched step may wait in the queue before the
+            sweeper dispatches it again (a duplicate is harmless: fencing).
+        llm_max_attempts: attempts of one model call (timeouts, connection errors, 429, 5xx).
+        llm_backoff: first backoff in seconds, doubled per attempt, with full jitter.
+        llm_backoff_max: ceiling of one backoff in seconds.
+        api_token: when set, every route but ``/health`` needs ``Authorization: Bearer``.
+        max_request_bytes: largest accepted HTTP request body (413 above it).
+        fault: fault-injection point for crash tests (``exit_after_checkpoint:<kind>``).
+    """
+
+    agent_app: str | None = None
+    components_path: str | None = None
+    redis_url: str | None = None
+    broker_url: str | None = None
+    visibility_timeout: float = 3600.0
+    lease_ttl: float = 10.0
+    sweep_interval: float = 2.0
+    dispatch_grace: float = 30.0
+    llm_max_attempts: int = 5
+    llm_backoff: float = 1.0
+    llm_backoff_max: float = 30.0
+    api_token: str | None = None
+    max_request_bytes: int = 1_000_000
+    fault: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from defaults, then the environment, then ``overrides``.
+
+        Args:
+            env: the environment to read (default ``os.environ``).
+            **overrides: explicit values for any field; they win over the environment.
+
+        Raises:
+            ConfigurationError: a numeric variable does not parse, or an override names
+                no field.
+        """
+        env = os.environ if env is None else env
+        types = {f.name: f.type for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for var, name in ENV_FIELDS.items():
+            raw = env.get(var)
+            if raw is None or raw == "":
+                continue
+            values[name] = _convert(var, raw, types[name])
+        for name, value in overrides.items():
+            if name not in types:
+                raise ConfigurationError(f"unknown setting {name!r}")
+            if value is not None:
+                values[name] = value
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> Settings:
+        """Return a copy with ``changes`` applied (dataclasses.replace)."""
+        return replace(self, **changes)
+
+
+def _convert(var: str, raw: str, typ: Any) -> Any:
+    text = str(typ)
+    try:
+        if text.startswith("float"):
+            return float(raw)
+        if text.startswith("int"):
+            return int(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"environment variable {var}={raw!r} is not a number") from exc
+    return raw

@@ -1,0 +1,416 @@
+"""The scripted OpenAI-compatible chat-completions server (:class:`ScriptedModel`).
+
+It runs in the test process, on a werkzeug threaded server in a background thread, and
+answers ``POST /v1/chat/completions`` from a FIFO script of replies, so that Celery
+worker subprocesses (or any ``openai`` client) can call it over real HTTP.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import secrets
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any, Self
+
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.wrappers import Request, Response
+
+from .replies import Reply, ReplyLike, Responder, coerce_reply, error_body
+
+__all__ = ["ScriptedModel"]
+
+_logger = logging.getLogger(__name__)
+
+_CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
+_MODELS_PATHS = frozenset({"/v1/models", "/models"})
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """werkzeug's request handler without the request log, one request per connection.
+
+    HTTP/1.0 closes each connection after its response, so no kept-alive connection
+    keeps being served after :meth:`ScriptedModel.stop`.
+    """
+
+    protocol_version = "HTTP/1.0"
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """Log nothing per request."""
+
+    def log(self, type: str, message: str, *args: Any) -> None:
+        """Send werkzeug's handler messages to this module's logger at DEBUG level."""
+        _logger.debug("%s: " + message.rstrip("\n"), type, *args)
+
+
+class ScriptedModel:
+    """A scripted OpenAI-compatible chat-completions server on a free local port.
+
+    Each ``POST /v1/chat/completions`` takes the next reply from the FIFO script; when
+    the script is empty it asks the responder (:meth:`set_responder`), then ``default``;
+    with none of them it answers HTTP 500 ``"ScriptedModel: script exhausted (N calls)"``
+    so that the test fails loudly. ``GET /v1/models`` lists ``model_name``. Requests
+    with ``"stream": true`` are answered 400 (streaming is not scripted) without taking
+    a reply. Every request to ``/chat/completions`` is counted and recorded on arrival.
+
+    Example::
+
+        from agent_platform.testing import ScriptedModel, text, tool_call
+
+        with ScriptedModel([tool_call("search_flights", {"destination": "Paris"}),
+                            text("Fly on Monday.")]) as model:
+            client = openai.OpenAI(base_url=model.base_url, api_key="x", max_retries=0)
+            ...
+            model.wait_for_calls(2)
+            assert model.requests[1]["messages"][-1]["role"] == "tool"
+
+    Args:
+        replies: the initial script: Reply objects, str (:func:`text`), dict
+            (:func:`raw`) or callables given the request body (a dict) that return one.
+        host: the interface to bind.
+        port: the TCP port; 0 picks a free one (kept across :meth:`stop`/:meth:`start`).
+        model_name: the ``model`` in responses and in ``/v1/models``.
+        default: the reply (or callable) used whenever the script is empty and no
+            responder is set; None means "fail loudly".
+
+    Attributes:
+        requests: the JSON bodies received, in arrival order (a body that is not a JSON
+            object is recorded as ``{"_invalid_json": "<text>"}``). Appended under a lock.
+        request_times: ``time.monotonic()`` at each request's arrival, aligned with
+            ``requests``.
+        errors: exceptions raised by scripted callables, responder or default (each
+            answered HTTP 500), so a test can re-raise them.
+
+    Raises:
+        TypeError: if a reply is neither a Reply, str, dict nor callable.
+    """
+
+    def __init__(
+        self,
+        replies: Iterable[ReplyLike] = (),
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        model_name: str = "scripted-model",
+        default: Reply | Responder | None = None,
+    ) -> None:
+        self.host = host
+        self.model_name = model_name
+        self.default = default
+        self.requests: list[dict[str, Any]] = []
+        self.request_times: list[float] = []
+        self.errors: list[BaseException] = []
+        self._port = port
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
+        self._script: deque[Reply | Responder] = deque()
+        self._responder: Responder | None = None
+        self._calls = 0
+        self._ids = itertools.count(1)
+        self._id_prefix = secrets.token_hex(6)
+        self._stopping = threading.Event()
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self.add(*replies)
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """The ``openai`` client's ``base_url``: ``"http://<host>:<port>/v1"``.
+
+        Raises:
+            RuntimeError: if the server is not started.
+        """
+        if self._server is None:
+            raise RuntimeError("ScriptedModel is not started: use `with ScriptedModel() as model` or .start()")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self._port}/v1"
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port (0 before the first :meth:`start` when a free port was asked)."""
+        return self._port
+
+    def start(self) -> Self:
+        """Bind the port and serve in a daemon thread; does nothing if already serving.
+
+        Returns:
+            self, so that ``model = ScriptedModel().start()`` works.
+
+        Raises:
+            OSError: if the port cannot be bound (for example it is in use).
+        """
+        if self._server is not None:
+            return self
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        # Bind here so a busy port raises OSError (werkzeug would print and sys.exit).
+        sock = socket.create_server((self.host, self._port), family=family)
+        try:
+            server = make_server(
+                self.host,
+                sock.getsockname()[1],
+                self._app,
+                threaded=True,
+                request_handler=_QuietHandler,
+                fd=sock.fileno(),
+            )
+        finally:
+            sock.close()  # the server holds its own duplicate of the descriptor
+        self._port = server.port
+        self._stopping.clear()
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"ScriptedModel:{self._port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the listening socket; the script and records are kept.
+
+        Requests waiting in a :func:`~agent_platform.testing.delay` are answered 503 at
+        once. :meth:`start` serves again on the same port.
+        """
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        self._stopping.set()
+        server.shutdown()
+        if thread is not None:
+            thread.join()
+        server.server_close()
+        self._server = self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = f"serving on port {self._port}" if self._server else "stopped"
+        return f"<ScriptedModel {state}, {self.calls} calls, {len(self._script)} replies left>"
+
+    # -- script ------------------------------------------------------------------
+
+    def add(self, *replies: ReplyLike) -> None:
+        """Append replies to the FIFO script (str -> text, dict -> raw, callables as is).
+
+        Raises:
+            TypeError: if a reply is neither a Reply, str, dict nor callable.
+        """
+        items = [r if callable(r) else coerce_reply(r) for r in replies]
+        with self._lock:
+            self._script.extend(items)
+
+    def set_responder(self, fn: Responder | None) -> None:
+        """Answer every request that finds the script empty with ``fn(request_body)``.
+
+        ``fn`` runs in the server's request threads, possibly several at once, and may
+        return a Reply, str or dict (for example echo a token found in the messages).
+        None removes the responder.
+        """
+        with self._lock:
+            self._responder = fn
+
+    @property
+    def calls(self) -> int:
+        """The number of ``/chat/completions`` requests received, error answers included."""
+        with self._lock:
+            return self._calls
+
+    def wait_for_calls(self, n: int, timeout: float = 10.0) -> None:
+        """Block until at least ``n`` requests have arrived in total.
+
+        Args:
+            n: the number of calls to wait for (counted since construction or reset).
+            timeout: seconds to wait at most.
+
+        Raises:
+            TimeoutError: if fewer than ``n`` calls arrived within ``timeout``.
+        """
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: self._calls >= n, timeout):
+                raise TimeoutError(
+                    f"ScriptedModel: expected at least {n} calls within {timeout} s, "
+                    f"got {self._calls} ({len(self._script)} scripted replies left)"
+                )
+
+    def reset(self) -> None:
+        """Empty the script, drop the responder and forget recorded requests and errors."""
+        with self._lock:
+            self._script.clear()
+            self._responder = None
+            self._calls = 0
+            self.requests.clear()
+            self.request_times.clear()
+            self.errors.clear()
+
+    # -- HTTP --------------------------------------------------------------------
+
+    @Request.application  # type: ignore[arg-type]
+    def _app(self, request: Request) -> Response:
+        path = request.path.rstrip("/")
+        if path in _CHAT_PATHS and request.method == "POST":
+            return self._chat(request)
+        if path in _MODELS_PATHS and request.method == "GET":
+            model = {
+                "id": self.model_name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "agent-platform",
+            }
+            return _json({"object": "list", "data": [model]})
+        return _json(
+            error_body(404, f"ScriptedModel: no route for {request.method} {request.path}"),
+            404,
+        )
+
+    def _chat(self, request: Request) -> Response:
+        arrived = time.monotonic()
+        data = request.get_data(as_text=True)
+        try:
+            body = json.loads(data)
+        except ValueError:
+            body = None
+        item: Reply | Responder | None = None
+        with self._lock:
+            self._calls += 1
+            n = self._calls
+            valid = isinstance(body, dict)
+            self.requests.append(body if valid else {"_invalid_json": data})
+            self.request_times.append(arrived)
+            self._arrived.notify_all()
+            streaming = valid and bool(body.get("stream"))
+            if valid and not streaming:
+                item = self._script.popleft() if self._script else (self._responder or self.default)
+        if not valid:
+            return _json(
+                error_body(400, "ScriptedModel: the request body is not a JSON object"),
+                400,
+            )
+        if streaming:
+            return _json(
+                error_body(400, "ScriptedModel: streaming (stream=true) is not scripted"),
+                400,
+            )
+        if item is None:
+            message = f"ScriptedModel: script exhausted ({n} calls); add replies or set a responder or default"
+            return _json(error_body(500, message), 500)
+        try:
+            reply = self._resolve(item, body)
+            while reply.delay or reply.deferred is not None:
+                if reply.delay and self._stopping.wait(reply.delay):
+                    return _json(
+                        error_body(503, "ScriptedModel: stopped during a scripted delay"),
+                        503,
+                    )
+                if reply.deferred is None:
+                    break
+                reply = self._resolve(reply.deferred, body)
+        except Exception as exc:  # noqa: BLE001 - reported to the client and kept in .errors
+            with self._lock:
+                self.errors.append(exc)
+            message = f"ScriptedModel: scripted callable raised {type(exc).__name__}: {exc}"
+            return _json(error_body(500, message), 500)
+        return self._render(reply, body)
+
+    @staticmethod
+    def _resolve(item: Reply | Responder, body: dict[str, Any]) -> Reply:
+        return item if isinstance(item, Reply) else coerce_reply(item(body))  # type: ignore[arg-type]
+
+    def _render(self, reply: Reply, request: dict[str, Any]) -> Response:
+        headers = {
+            "x-request-id": f"req_{self._id_prefix}{next(self._ids):06d}",
+            **reply.headers,
+        }
+        if reply.body is not None:
+            return _json(reply.body, reply.status, headers)
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": None,
+            "refusal": None,
+            **(reply.message or {}),
+        }
+        if message.get("tool_calls"):
+            message["tool_calls"] = [
+                {
+                    **call,
+                    "id": call.get("id") or f"call_{self._id_prefix}{next(self._ids):06d}",
+                }
+                for call in message["tool_calls"]
+            ]
+        completion = {
+            "id": f"chatcmpl-{self._id_prefix}{next(self._ids):06d}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.model_name,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": reply.finish_reason,
+                }
+            ],
+            "usage": _usage(reply.usage, request, message),
+            "system_fingerprint": "fp_scripted",
+        }
+        return _json(completion, reply.status, headers)
+
+
+def _json(
+    payload: Mapping[str, Any],
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    return Response(
+        json.dumps(payload),
+        status=status,
+        headers=dict(headers or {}),
+        mimetype="application/json",
+    )
+
+
+def _tokens(value: Any) -> int:
+    """About 4 characters per token, as OpenAI's rule of thumb for English."""
+    chars = len(value) if isinstance(value, str) else len(json.dumps(value))
+    return math.ceil(chars / 4)
+
+
+def _usage(given: Mapping[str, int] | None, request: dict[str, Any], message: dict[str, Any]) -> dict[str, int]:
+    """The ``usage`` object: ``given`` (``total_tokens`` filled in), else counts made up from lengths."""
+    if given is not None:
+        usage = dict(given)
+        if "total_tokens" not in usage:
+            usage["total_tokens"] = usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)
+        return usage
+    messages = request.get("messages") or []
+    prompt = sum(4 + _tokens(m.get("content") or "") if isinstance(m, dict) else 4 for m in messages)
+    prompt += _tokens(request["tools"]) if request.get("tools") else 0
+    completion = _tokens(message.get("content") or "")
+    for call in message.get("tool_calls") or []:
+        function = call.get("function") or {}
+        completion += 3 + _tokens(function.get("name") or "") + _tokens(function.get("arguments") or "")
+    prompt, completion = max(prompt, 1), max(completion, 1)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }

@@ -1,0 +1,209 @@
+"""Tools: Python functions the model may call, wrapped by :func:`tool`.
+
+A tool's ``args_model`` (a pydantic v2 model) is the JSON schema the model sees and the
+validator of the arguments it sends. Bad arguments never reach the function: the
+validation error goes back to the model as the tool result (DESIGN section 3, rule 4).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+from pydantic_core import to_jsonable_python
+
+from .errors import ConfigurationError, ToolArgumentsError
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """What a tool may learn about the call it serves; pass a ``context`` parameter to get it.
+
+    Attributes:
+        workflow_id: the workflow instance id.
+        call_id: the model's tool call id.
+        idempotency_key: ``"<workflow_id>:<call_id>"``, the same in every attempt, so the
+            tool can make its own side effects exactly-once.
+        attempt: 1 for the first attempt, 2 for the first retry, ...
+        agent: the agent's name.
+        session_id: the conversation session.
+    """
+
+    workflow_id: str
+    call_id: str
+    idempotency_key: str
+    attempt: int
+    agent: str
+    session_id: str
+
+
+class Tool:
+    """A callable tool with its schema and options. Build it with :func:`tool`.
+
+    Attributes:
+        name: the function name the model calls.
+        description: from the docstring (first paragraph) unless given.
+        args_model: pydantic model of the arguments.
+        retries: how many times a raising tool is run again before its error goes to
+            the model (so ``retries + 1`` attempts in all).
+        timeout: seconds one attempt may run (Celery's soft time limit), or None.
+        requires_approval: the turn suspends until ``raise-event`` approves the call.
+    """
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        *,
+        args_model: type[pydantic.BaseModel] | None = None,
+        name: str | None = None,
+        description: str | None = None,
+        retries: int = 0,
+        timeout: float | None = None,
+        requires_approval: bool = False,
+    ) -> None:
+        if retries < 0:
+            raise ConfigurationError(f"tool {func.__name__}: retries must be >= 0")
+        self.func = func
+        self.name = name or func.__name__
+        doc = inspect.getdoc(func) or ""
+        self.description = description or doc.split("\n\n")[0].strip() or self.name
+        signature = inspect.signature(func)
+        self._wants_context = "context" in signature.parameters
+        self.args_model = args_model or _model_from_signature(self.name, signature)
+        self.retries = retries
+        self.timeout = timeout
+        self.requires_approval = requires_approval
+        self.__doc__ = func.__doc__
+        self.__name__ = self.name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the wrapped function directly (no validation), as a plain function."""
+        return self.func(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<Tool {self.name}>"
+
+    def schema(self) -> dict[str, Any]:
+        """The OpenAI ``tools`` entry: ``{"type": "function", "function": {name, description, parameters}}``."""
+        params = self.args_model.model_json_schema()
+        params.pop("title", None)
+        params.setdefault("properties", {})
+        params.setdefault("type", "object")
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": params},
+        }
+
+    def validate(self, arguments: Any) -> dict[str, Any]:
+        """Validate the model's arguments against ``args_model``.
+
+        Args:
+            arguments: a dict, or a JSON string (as OpenAI sends it), or None/"" for none.
+
+        Returns:
+            The validated keyword arguments for the function.
+
+        Raises:
+            ToolArgumentsError: not JSON, not an object, or fails the model; the message
+                names each failing field.
+        """
+        arguments = parse_arguments(arguments)
+        try:
+            validated = self.args_model.model_validate(arguments)
+        except pydantic.ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '(arguments)'}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise ToolArgumentsError(
+                f"invalid arguments for tool {self.name!r}: {problems}"
+            ) from None
+        return {name: getattr(validated, name) for name in type(validated).model_fields}
+
+    def invoke(self, arguments: Any, context: ToolContext) -> Any:
+        """Validate ``arguments`` and run the tool; return a JSON-serialisable result.
+
+        Raises:
+            ToolArgumentsError: the arguments fail validation (the function is not called).
+            Exception: whatever the tool raises.
+        """
+        kwargs = self.validate(arguments)
+        if self._wants_context:
+            kwargs["context"] = context
+        return to_jsonable(self.func(**kwargs))
+
+
+def tool(
+    func: Callable[..., Any] | None = None,
+    *,
+    args_model: type[pydantic.BaseModel] | None = None,
+    name: str | None = None,
+    description: str | None = None,
+    retries: int = 0,
+    timeout: float | None = None,
+    requires_approval: bool = False,
+) -> Any:
+    """Wrap a function as a :class:`Tool`; usable as ``@tool`` or ``@tool(args_model=...)``.
+
+    Without ``args_model`` the arguments model is built from the signature's annotations.
+    A parameter named ``context`` receives a :class:`ToolContext` and is hidden from the model.
+    """
+
+    def wrap(f: Callable[..., Any]) -> Tool:
+        return Tool(
+            f,
+            args_model=args_model,
+            name=name,
+            description=description,
+            retries=retries,
+            timeout=timeout,
+            requires_approval=requires_approval,
+        )
+
+    return wrap(func) if func is not None else wrap
+
+
+def parse_arguments(arguments: Any) -> dict[str, Any]:
+    """Read a tool call's arguments defensively, as servers differ.
+
+    OpenAI sends a JSON string; Ollama and some vLLM versions send an object; some
+    servers send "" or null for no arguments, or a JSON string encoded twice.
+
+    Raises:
+        ToolArgumentsError: not JSON or not an object (the text is quoted in the message).
+    """
+    if arguments is None or arguments == "":
+        return {}
+    value = arguments
+    for _ in range(2):
+        if not isinstance(value, str):
+            break
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ToolArgumentsError(
+                f"tool arguments are not valid JSON ({exc.msg} at position {exc.pos}): {arguments!r:.500}"
+            ) from None
+    if not isinstance(value, dict):
+        raise ToolArgumentsError(f"tool arguments must be a JSON object, got: {arguments!r:.500}")
+    return value
+
+
+def to_jsonable(value: Any) -> Any:
+    """Convert a tool's return value (pydantic models, lists of them, dataclasses...) to JSON types."""
+    return to_jsonable_python(value, fallback=str)
+
+
+def _model_from_signature(name: str, signature: inspect.Signature) -> type[pydantic.BaseModel]:
+    fields_: dict[str, Any] = {}
+    for pname, param in signature.parameters.items():
+        if pname == "context" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        annotation = Any if param.annotation is inspect.Parameter.empty else param.annotation
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        fields_[pname] = (annotation, default)
+    return pydantic.create_model(f"{name}_arguments", **fields_)

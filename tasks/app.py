@@ -1,0 +1,78 @@
+"""The Celery app factory, with the settings of DESIGN section 3, rule 3."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from agent_platform.runtime import Runtime
+from agent_platform.settings import Settings
+
+from .dispatch import CeleryDispatcher
+from .steps import register_steps
+from .worker import install_worker_hooks
+
+log = logging.getLogger("agent_platform.tasks")
+
+
+def celery_config(runtime: Runtime) -> dict[str, Any]:
+    """Celery settings: JSON only, late acks, prefetch 1, events on, results ignored.
+
+    Sources: Celery's "Should I use retry or acks_late?" FAQ and the Redis transport's
+    ``visibility_timeout`` (kombu), which must exceed the longest step.
+    """
+    settings = runtime.settings
+    queues = [Queue(agent.queue) for agent in runtime.agents.values()]
+    return {
+        "broker_url": runtime.broker_url(),
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout,
+            "socket_keepalive": True,
+            "health_check_interval": 10,
+        },
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_ignore_result": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "task_queues": queues,
+        "task_default_queue": queues[0].name if queues else "celery",
+        "worker_hijack_root_logger": False,
+        "enable_utc": True,
+    }
+
+
+def create_celery(settings: Settings | None = None, runtime: Runtime | None = None) -> Celery:
+    """Build the Celery app for the agents named by ``AGENT_APP`` (or ``runtime``'s).
+
+    Args:
+        settings: settings (default from the environment).
+        runtime: an existing runtime to share (the web app passes its own).
+
+    Returns:
+        A configured Celery app with the step tasks registered; its ``runtime``
+        attribute is the process's :class:`Runtime` (with a Celery dispatcher).
+
+    Raises:
+        ConfigurationError, ComponentError: bad settings, components or AGENT_APP.
+    """
+    runtime = runtime or Runtime(settings or Settings.from_env())
+    app = Celery("agent_platform", set_as_current=False)
+    app.conf.update(celery_config(runtime))
+    if runtime.dispatcher is None:
+        runtime.dispatcher = CeleryDispatcher(app)
+    app.runtime = runtime  # type: ignore[attr-defined]
+    register_steps(app, runtime)
+    install_worker_hooks(app, runtime)
+    return app

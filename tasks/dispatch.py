@@ -1,0 +1,37 @@
+"""The engine's Dispatcher on Celery: one task per step kind, one queue per agent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent_platform.engine.dispatch import StepMessage
+
+#: Seconds between a tool's soft time limit (which the tool step catches) and the hard one.
+HARD_LIMIT_GRACE = 30.0
+
+
+def task_name(kind: str) -> str:
+    """The Celery task name of a step kind: ``agent_platform.step.<kind>`` (what Flower shows)."""
+    return f"agent_platform.step.{kind}"
+
+
+class CeleryDispatcher:
+    """Sends step messages with ``send_task`` to the agent's queue ``agent.<name>``.
+
+    Args:
+        app: the Celery app (its broker receives the messages).
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def dispatch(self, message: StepMessage, countdown: float | None = None, time_limit: float | None = None) -> None:
+        """Enqueue one step; ``countdown`` delays it (Celery ETA), ``time_limit`` sets the
+        task's soft time limit in seconds (the hard limit is 30 s later)."""
+        options: dict[str, Any] = {"queue": f"agent.{message.agent}"}
+        if countdown:
+            options["countdown"] = countdown
+        if time_limit:
+            options["soft_time_limit"] = time_limit
+            options["time_limit"] = time_limit + HARD_LIMIT_GRACE
+        self.app.send_task(task_name(message.kind), kwargs=message.to_kwargs(), **options)

@@ -1,0 +1,55 @@
+"""Hooks that run inside a Celery worker: the sweeper timer (no extra process needed)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from celery import signals
+
+from agent_platform.engine.sweeper import sweep_once
+
+log = logging.getLogger("agent_platform.worker")
+
+
+class SweeperThread(threading.Thread):
+    """Runs :func:`sweep_once` every ``settings.sweep_interval`` seconds in the worker's
+    main process; a short Redis lock lets one worker sweep per interval."""
+
+    def __init__(self, runtime: Any) -> None:
+        super().__init__(name="agent-platform-sweeper", daemon=True)
+        self.runtime = runtime
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        interval = self.runtime.settings.sweep_interval
+        while not self.stopped.wait(interval):
+            try:
+                for store in self.runtime.stores():
+                    lock = f"{store.base}:sweeper-lock"
+                    if store.client.set(lock, "1", nx=True, px=max(100, int(interval * 900))):
+                        sweep_once(self.runtime)
+                        break
+            except Exception as exc:  # Redis away: try again next interval
+                log.warning("sweep failed: %s", exc)
+
+
+def install_worker_hooks(app: Any, runtime: Any) -> None:
+    """Start the sweeper when this app's worker is ready; stop it at shutdown."""
+    state: dict[str, SweeperThread] = {}
+
+    def on_ready(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is not app or not runtime.agents:
+            return
+        state["sweeper"] = SweeperThread(runtime)
+        state["sweeper"].start()
+        log.info("agent-platform worker ready: agents %s", ", ".join(runtime.agents))
+
+    def on_shutdown(sender: Any = None, **_: Any) -> None:
+        sweeper = state.pop("sweeper", None)
+        if sweeper is not None:
+            sweeper.stopped.set()
+
+    signals.worker_ready.connect(on_ready, weak=False)
+    signals.worker_shutdown.connect(on_shutdown, weak=False)

@@ -46,6 +46,16 @@ def _sweep_workflow(runtime: Any, store: Any, wf: str) -> int:
     if status == "SUSPENDED":
         store.set_due(wf, grace)
         return 0
+    store.set_due(wf, grace)
+    return redispatch(runtime, store, meta)
+
+
+def redispatch(runtime: Any, store: Any, meta: dict[str, Any]) -> int:
+    """Dispatch every pending step of a workflow whose lease nobody holds; returns how many.
+
+    Used by the sweeper and by ``resume``; duplicates are harmless (fencing).
+    """
+    wf = meta["instance_id"]
     step = meta["next"]
     stage = meta["cursor"]
     if step["kind"] == "tool":
@@ -57,8 +67,7 @@ def _sweep_workflow(runtime: Any, store: Any, wf: str) -> int:
         for idx, name in pending
         if not store.lease_alive(wf, stage, idx)
     ]
-    store.set_due(wf, grace)
     for message in messages:
-        log.warning("sweeper: re-dispatching %s step %s/%s", wf, message.kind, stage)
+        log.warning("re-dispatching %s step %s/%s", wf, message.kind, stage)
         runtime.dispatch(message)
     return len(messages)

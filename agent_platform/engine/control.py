@@ -1,0 +1,59 @@
+"""Workflow control: terminate, pause, resume, purge (DESIGN section 3, rule 7).
+
+Each is a state in the store that every step checks before it runs and when it
+checkpoints, so it holds while no worker runs (no Celery revoke is involved).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..store.workflows import now_iso
+from .runner import finish_workflow
+from .sweeper import redispatch
+
+
+def terminate(runtime: Any, workflow_id: str, reason: str | None = None) -> str:
+    """Mark the workflow TERMINATED; an in-flight step's checkpoint will be refused.
+
+    Raises:
+        WorkflowNotFound: no such workflow.
+        InvalidTransition: it already ended.
+    """
+    store = runtime.find_store(workflow_id)
+    fields = {"stop_reason": "terminated", **({"termination_reason": reason} if reason else {})}
+    status = store.control(workflow_id, "terminate", fields)
+    finish_workflow(runtime, store, workflow_id)
+    return status
+
+
+def pause(runtime: Any, workflow_id: str) -> str:
+    """SUSPENDED: the step in flight may checkpoint, but no next step is dispatched.
+
+    Raises:
+        WorkflowNotFound, InvalidTransition (not PENDING or RUNNING).
+    """
+    return runtime.find_store(workflow_id).control(workflow_id, "pause", {"paused_at": now_iso()})
+
+
+def resume(runtime: Any, workflow_id: str) -> str:
+    """Back to the status it had before the pause, and dispatch its pending step.
+
+    Raises:
+        WorkflowNotFound, InvalidTransition (not SUSPENDED).
+    """
+    store = runtime.find_store(workflow_id)
+    status = store.control(workflow_id, "resume")
+    meta = store.meta(workflow_id)
+    if status == "RUNNING" or (status == "PENDING" and store.session_head(meta["agent"], meta["session_id"]) == workflow_id):
+        redispatch(runtime, store, meta)
+    return status
+
+
+def purge(runtime: Any, workflow_id: str) -> None:
+    """Delete a finished workflow's keys.
+
+    Raises:
+        WorkflowNotFound, InvalidTransition (it has not finished).
+    """
+    runtime.find_store(workflow_id).purge(workflow_id)

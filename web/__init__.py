@@ -1,0 +1,90 @@
+"""The Flask app of agent-platform: ``gunicorn "web:create_app()"``."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from flask import Response, request
+from flask_openapi3 import Info, OpenAPI
+from pydantic import ValidationError as PydanticValidationError
+
+from agent_platform.runtime import Runtime
+from agent_platform.settings import Settings
+
+from .errors import error_response, install_error_handlers
+
+__all__ = ["create_app"]
+
+JSON_METHODS = ("POST", "PUT", "PATCH")
+
+
+def _validation_error(exc: PydanticValidationError) -> Response:
+    problems = [
+        {"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]} for err in exc.errors()
+    ]
+    text = "; ".join(f"{p['field'] or '(body)'}: {p['message']}" for p in problems)
+    return error_response(422, "validation_error", text, details=problems)
+
+
+def create_app(test_config: dict[str, Any] | None = None, runtime: Runtime | None = None) -> OpenAPI:
+    """Build the Flask app (Flask's application factory pattern).
+
+    Args:
+        test_config: Flask config overrides (and ``SETTINGS``: a :class:`Settings`).
+        runtime: an existing runtime (default: one from the environment and AGENT_APP).
+
+    Returns:
+        The app; its OpenAPI document is served at ``/openapi.json``.
+
+    Raises:
+        ConfigurationError: AGENT_APP or the components are invalid.
+    """
+    from tasks import create_celery  # web -> tasks -> agent_platform
+
+    test_config = dict(test_config or {})
+    settings = test_config.pop("SETTINGS", None) or (runtime.settings if runtime else Settings.from_env())
+    runtime = runtime or Runtime(settings)
+    celery = create_celery(runtime=runtime)
+    app = OpenAPI(
+        __name__,
+        info=Info(title="agent-platform", version="0.1.0", description="Durable AI agents on Celery and Redis"),
+        doc_prefix="/docs",
+        validation_error_status=422,
+        validation_error_callback=_validation_error,
+    )
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    app.config.update(test_config)
+    app.extensions["agent_platform"] = runtime
+    app.extensions["agent_platform.celery"] = celery
+
+    @app.before_request
+    def _guard() -> Any:
+        token = settings.api_token
+        if token and request.path != "/health":
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                response = error_response(401, "unauthorized", "missing or wrong bearer token")
+                response.headers["WWW-Authenticate"] = 'Bearer realm="agent-platform"'
+                return response
+        if request.method in JSON_METHODS and request.content_length != 0 and request.get_data(cache=True):
+            if not request.is_json:
+                return error_response(415, "unsupported_media_type", "send the body as application/json")
+            try:
+                json.loads(request.get_data(cache=True))
+            except ValueError as exc:
+                return error_response(400, "invalid_json", f"the body is not valid JSON: {exc}")
+        return None
+
+    @app.get("/openapi.json", doc_ui=False)
+    def openapi_document() -> Any:
+        """The OpenAPI 3 document of this API."""
+        return app.api_doc
+
+    from . import routes, system
+
+    app.register_api(routes.api)
+    app.register_api(system.api)
+    install_error_handlers(app)
+    return app

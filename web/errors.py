@@ -1,0 +1,61 @@
+"""One place that maps errors to HTTP: JSON ``{"error": {"code", "message"}}``, never a trace."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from agent_platform import errors
+
+log = logging.getLogger("agent_platform.web")
+
+#: Each library error class -> (HTTP status, error code). The first match in MRO order wins.
+STATUS_OF: dict[type[Exception], tuple[int, str]] = {
+    errors.ValidationError: (400, "invalid_request"),
+    errors.WorkflowNotFound: (404, "workflow_not_found"),
+    errors.AgentNotFound: (404, "agent_not_found"),
+    errors.InvalidTransition: (409, "invalid_transition"),
+    errors.IdempotencyConflict: (409, "idempotency_conflict"),
+    errors.ConfigurationError: (503, "misconfigured"),
+    errors.AgentPlatformError: (500, "internal_error"),
+}
+
+
+def error_response(status: int, code: str, message: str, **extra: Any) -> Any:
+    """A JSON error response ``{"error": {"code", "message", ...}}`` with ``status``."""
+    response = jsonify({"error": {"code": code, "message": message, **extra}})
+    response.status_code = status
+    return response
+
+
+def install_error_handlers(app: Flask) -> None:
+    """Register the handlers: library errors, HTTP errors (400/404/405/413/415...), crashes."""
+
+    @app.errorhandler(errors.AgentPlatformError)
+    def _library(exc: errors.AgentPlatformError) -> Any:
+        for cls in type(exc).__mro__:
+            if cls in STATUS_OF:
+                status, code = STATUS_OF[cls]
+                break
+        extra = {}
+        if isinstance(exc, errors.InvalidTransition) and exc.current_status:
+            extra["current_status"] = exc.current_status
+        if status >= 500:
+            log.error("request failed: %s: %s", type(exc).__name__, exc)
+        return error_response(status, code, str(exc), **extra)
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Any:
+        code = (exc.name or "error").lower().replace(" ", "_")
+        response = error_response(exc.code or 500, code, exc.description or exc.name)
+        if exc.code == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="agent-platform"'
+        return response
+
+    @app.errorhandler(Exception)
+    def _crash(exc: Exception) -> Any:
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", "internal error; see the server log")

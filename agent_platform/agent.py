@@ -10,7 +10,8 @@ from .errors import ConfigurationError
 from .llm.openai_client import OpenAIChatClient
 from .memory.base import ConversationMemory
 from .memory.redis_memory import ConversationRedisMemory
-from .tool import Tool, tool as make_tool
+from .tool import Tool
+from .tool import tool as make_tool
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -58,9 +59,7 @@ class AssistantAgent:
         system_prompt: str | None = None,
     ) -> None:
         if not NAME_RE.match(name or ""):
-            raise ConfigurationError(
-                f"agent name {name!r} must be 1-64 letters, digits, '_', '.' or '-'"
-            )
+            raise ConfigurationError(f"agent name {name!r} must be 1-64 letters, digits, '_', '.' or '-'")
         if max_iterations < 1:
             raise ConfigurationError(f"agent {name}: max_iterations must be >= 1")
         self.name = name

@@ -71,9 +71,7 @@ class ComponentSet(dict[str, Component]):
         self.skipped: dict[str, Component] = {}
 
 
-def load_components(
-    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
-) -> ComponentSet:
+def load_components(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> ComponentSet:
     """Read every ``*.yaml`` / ``*.yml`` file of a folder (sorted by name) into components.
 
     A file may hold several YAML documents (``---``); empty documents are ignored.
@@ -113,9 +111,7 @@ def load_components(
                 continue
             if component.name in sources:
                 first = sources[component.name]
-                raise ComponentError(
-                    f"component {component.name!r} is defined twice: {first}, {file}"
-                )
+                raise ComponentError(f"component {component.name!r} is defined twice: {first}, {file}")
             sources[component.name] = str(file)
             if component.type in SUPPORTED_TYPES:
                 result[component.name] = component
@@ -126,9 +122,7 @@ def load_components(
     return result
 
 
-def get_component(
-    components: Mapping[str, Component], name: str, expected_types: tuple[str, ...]
-) -> Component:
+def get_component(components: Mapping[str, Component], name: str, expected_types: tuple[str, ...]) -> Component:
     """Return the component an agent names, checking its type.
 
     Args:
@@ -231,9 +225,7 @@ def default_redis_url(env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
     url = env.get("REDIS_URL") or DEFAULT_REDIS_URL
     if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
-        raise ConfigurationError(
-            f"REDIS_URL must be a redis(s):// or unix:// URL: {_redact(url)!r}"
-        )
+        raise ConfigurationError(f"REDIS_URL must be a redis(s):// or unix:// URL: {_redact(url)!r}")
     return url
 
 

@@ -117,9 +117,7 @@ def _check_server_importable() -> None:
     Raises:
         ConfigurationError: Naming the missing modules and how to install them.
     """
-    missing = [
-        name for name in _SERVER_MODULES if importlib.util.find_spec(name) is None
-    ]
+    missing = [name for name in _SERVER_MODULES if importlib.util.find_spec(name) is None]
     if missing:
         raise ConfigurationError(
             f"the local model server needs llama-cpp-python[server] (missing: "
@@ -255,9 +253,7 @@ class LocalModelServer:
         Returns:
             True when the server is ready.
         """
-        opener = urllib.request.build_opener(
-            urllib.request.ProxyHandler({})
-        )  # no proxy
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxy
         try:
             with opener.open(f"{self.base_url}/models", timeout=2) as response:
                 return response.status == 200
@@ -287,11 +283,7 @@ class LocalModelServer:
             raise ConfigurationError(f"model file not found: {self.model_path}")
         if self.port == 0:
             self.port = _free_port(self.host)
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k.lower() not in _SERVER_SETTING_NAMES
-        }
+        env = {k: v for k, v in os.environ.items() if k.lower() not in _SERVER_SETTING_NAMES}
         fd, log_name = tempfile.mkstemp(prefix="agent-platform-llama-", suffix=".log")
         self.log_path = Path(log_name)
         with os.fdopen(fd, "wb") as log:
@@ -308,8 +300,7 @@ class LocalModelServer:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 message = (
-                    f"the local model server exited with code {self._proc.returncode}; "
-                    f"its log:\n{_tail(self.log_path)}"
+                    f"the local model server exited with code {self._proc.returncode}; its log:\n{_tail(self.log_path)}"
                 )
                 self.stop()
                 raise ConfigurationError(message)

@@ -5,9 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 PUBLIC_FIELDS = (
-    "instance_id", "agent", "session_id", "runtime_status", "input", "output", "stop_reason",
-    "failure_details", "created_at", "last_updated_at", "started_at", "ended_at",
-    "steps_completed", "iteration", "pending_event", "metadata",
+    "instance_id",
+    "agent",
+    "session_id",
+    "runtime_status",
+    "input",
+    "output",
+    "stop_reason",
+    "failure_details",
+    "created_at",
+    "last_updated_at",
+    "started_at",
+    "ended_at",
+    "steps_completed",
+    "iteration",
+    "pending_event",
+    "metadata",
 )
 
 

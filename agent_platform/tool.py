@@ -116,12 +116,9 @@ class Tool:
             validated = self.args_model.model_validate(arguments)
         except pydantic.ValidationError as exc:
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '(arguments)'}: {err['msg']}"
-                for err in exc.errors()
+                f"{'.'.join(str(p) for p in err['loc']) or '(arguments)'}: {err['msg']}" for err in exc.errors()
             )
-            raise ToolArgumentsError(
-                f"invalid arguments for tool {self.name!r}: {problems}"
-            ) from None
+            raise ToolArgumentsError(f"invalid arguments for tool {self.name!r}: {problems}") from None
         return {name: getattr(validated, name) for name in type(validated).model_fields}
 
     def invoke(self, arguments: Any, context: ToolContext) -> Any:

@@ -21,9 +21,7 @@ JSON_METHODS = ("POST", "PUT", "PATCH")
 
 
 def _validation_error(exc: PydanticValidationError) -> Response:
-    problems = [
-        {"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]} for err in exc.errors()
-    ]
+    problems = [{"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]} for err in exc.errors()]
     text = "; ".join(f"{p['field'] or '(body)'}: {p['message']}" for p in problems)
     return error_response(422, "validation_error", text, details=problems)
 

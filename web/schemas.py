@@ -14,7 +14,9 @@ class StartWorkflowRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     task: str = Field(min_length=1, max_length=100_000, description="The user's message for this turn")
-    session_id: str | None = Field(default=None, pattern=ID_PATTERN, description="Conversation session (default: the agent's)")
+    session_id: str | None = Field(
+        default=None, pattern=ID_PATTERN, description="Conversation session (default: the agent's)"
+    )
     agent: str | None = Field(default=None, description="Agent name when the process serves several")
     metadata: dict[str, Any] | None = Field(default=None, description="Free JSON kept with the workflow")
     callback_url: HttpUrl | None = Field(default=None, description="Receives one POST with the final status")

@@ -45,7 +45,9 @@ def resume(runtime: Any, workflow_id: str) -> str:
     store = runtime.find_store(workflow_id)
     status = store.control(workflow_id, "resume")
     meta = store.meta(workflow_id)
-    if status == "RUNNING" or (status == "PENDING" and store.session_head(meta["agent"], meta["session_id"]) == workflow_id):
+    if status == "RUNNING" or (
+        status == "PENDING" and store.session_head(meta["agent"], meta["session_id"]) == workflow_id
+    ):
         redispatch(runtime, store, meta)
     return status
 

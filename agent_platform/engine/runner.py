@@ -144,12 +144,23 @@ def _commit(runtime: Any, store: WorkflowStore, message: StepMessage, outcome: O
         due_in=delay + runtime.settings.dispatch_grace,
     )
     if not result.accepted:
-        log.info("checkpoint of %s step %s/%s refused: %s", message.workflow_id, message.kind, message.step_seq, result.reason)
+        log.info(
+            "checkpoint of %s step %s/%s refused: %s",
+            message.workflow_id,
+            message.kind,
+            message.step_seq,
+            result.reason,
+        )
         return "fenced"
     log.info(
         "workflow=%s agent=%s step=%s seq=%s attempt=%s status=%s duration_ms=%s",
-        message.workflow_id, message.agent, message.kind, message.step_seq,
-        outcome.record["attempt"], outcome.record["status"], outcome.record["duration_ms"],
+        message.workflow_id,
+        message.agent,
+        message.kind,
+        message.step_seq,
+        outcome.record["attempt"],
+        outcome.record["status"],
+        outcome.record["duration_ms"],
     )
     _fault(runtime, message)
     if outcome.ended:

@@ -81,7 +81,12 @@ def backoff(attempt: int, base: float, cap: float, retry_after: float | None = N
 
 def fail(ctx: StepContext, exc: BaseException, attempt: int = 1) -> Outcome:
     """The outcome that ends a workflow FAILED with ``failure_details`` naming the step."""
-    details = {"type": type(exc).__name__, "message": str(exc)[:2000], "step": ctx.message.kind, "step_seq": ctx.message.step_seq}
+    details = {
+        "type": type(exc).__name__,
+        "message": str(exc)[:2000],
+        "step": ctx.message.kind,
+        "step_seq": ctx.message.step_seq,
+    }
     return Outcome(
         ctx.record("error", {"error": details["message"], "error_type": details["type"]}, attempt),
         "end",
@@ -94,7 +99,12 @@ def run_start(ctx: StepContext) -> Outcome:
     """Fix the history the turn sees and mark the workflow RUNNING."""
     session = ctx.meta["session_id"]
     history_len = ctx.history.length(session)
-    data = {"session_id": session, "history_len": history_len, "system": ctx.agent.system_prompt(), "task": ctx.meta["input"]}
+    data = {
+        "session_id": session,
+        "history_len": history_len,
+        "system": ctx.agent.system_prompt(),
+        "task": ctx.meta["input"],
+    }
     return Outcome(
         ctx.record("ok", data),
         "advance",
@@ -125,14 +135,27 @@ def run_llm(ctx: StepContext) -> Outcome:
         if attempt >= ctx.settings.llm_max_attempts:
             return fail(ctx, exc, attempt)
         delay = backoff(attempt, ctx.settings.llm_backoff, ctx.settings.llm_backoff_max, exc.retry_after)
-        data = {"error": str(exc), "error_type": type(exc).__name__, "retry_in": round(delay, 3), "retry_after": exc.retry_after}
-        return Outcome(ctx.record("retry", data, attempt), "stay", incr={"attempt": 1}, dispatch=[_next(ctx, "llm", attempt=attempt + 1, same_stage=True)], countdown=delay)
+        data = {
+            "error": str(exc),
+            "error_type": type(exc).__name__,
+            "retry_in": round(delay, 3),
+            "retry_after": exc.retry_after,
+        }
+        return Outcome(
+            ctx.record("retry", data, attempt),
+            "stay",
+            incr={"attempt": 1},
+            dispatch=[_next(ctx, "llm", attempt=attempt + 1, same_stage=True)],
+            countdown=delay,
+        )
     except LLMError as exc:
         return fail(ctx, exc, attempt)
     usage = {"iteration": 1, "steps_completed": 1, **{k: v for k, v in reply.usage.items() if v}}
     data = reply.to_dict()
     if reply.tool_calls and not last:
-        calls = [{"index": i, "id": c.id, "name": c.name, "arguments": c.arguments} for i, c in enumerate(reply.tool_calls)]
+        calls = [
+            {"index": i, "id": c.id, "name": c.name, "arguments": c.arguments} for i, c in enumerate(reply.tool_calls)
+        ]
         return Outcome(
             ctx.record("ok", data, attempt),
             "advance",
@@ -143,7 +166,9 @@ def run_llm(ctx: StepContext) -> Outcome:
         )
     if reply.tool_calls:
         data["ignored_tool_calls"] = "the turn's last model call may not call tools (max_iterations or max_tool_rounds)"
-    stop_reason = "max_iterations" if (last_by_iterations and (tools or reply.tool_calls)) else (reply.finish_reason or "stop")
+    stop_reason = (
+        "max_iterations" if (last_by_iterations and (tools or reply.tool_calls)) else (reply.finish_reason or "stop")
+    )
     return Outcome(
         ctx.record("ok", data, attempt),
         "advance",
@@ -159,7 +184,13 @@ def run_tool(ctx: StepContext) -> Outcome:
     call = ctx.meta["next"]["calls"][index]
     attempt = int(ctx.meta.get(f"attempt:{index}", 1))
     data: dict[str, Any] = {"index": index, "call_id": call["id"], "name": call["name"], "arguments": call["arguments"]}
-    done = Outcome(ctx.record("ok", data, attempt), "tool", incr={"steps_completed": 1}, next_step={"kind": "llm"}, dispatch=[_next(ctx, "llm")])
+    done = Outcome(
+        ctx.record("ok", data, attempt),
+        "tool",
+        incr={"steps_completed": 1},
+        next_step={"kind": "llm"},
+        dispatch=[_next(ctx, "llm")],
+    )
     tool = ctx.agent.tools.get(call["name"])
     if tool is None:
         data["error"] = f"unknown tool {call['name']!r}; available tools: {', '.join(ctx.agent.tools) or 'none'}"
@@ -187,7 +218,9 @@ def run_tool(ctx: StepContext) -> Outcome:
                 ctx.record("retry", retry, attempt),
                 "stay",
                 incr={f"attempt:{index}": 1},
-                dispatch=[_next(ctx, "tool", call_index=index, attempt=attempt + 1, same_stage=True, tool=call["name"])],
+                dispatch=[
+                    _next(ctx, "tool", call_index=index, attempt=attempt + 1, same_stage=True, tool=call["name"])
+                ],
                 countdown=delay,
             )
         data["error"] = message
@@ -223,7 +256,12 @@ STEP_FUNCTIONS: dict[str, Callable[[StepContext], Outcome]] = {
 
 
 def _next(
-    ctx: StepContext, kind: str, call_index: int | None = None, attempt: int = 1, same_stage: bool = False, tool: str | None = None
+    ctx: StepContext,
+    kind: str,
+    call_index: int | None = None,
+    attempt: int = 1,
+    same_stage: bool = False,
+    tool: str | None = None,
 ) -> StepMessage:
     seq = ctx.message.step_seq if same_stage else ctx.message.step_seq + 1
     return StepMessage(ctx.agent.name, ctx.workflow_id, kind, seq, call_index, attempt, tool)

@@ -86,8 +86,7 @@ class AssistantReply:
     def from_dict(cls, data: dict[str, Any]) -> AssistantReply:
         """Inverse of :meth:`to_dict`."""
         calls = [
-            ToolCall(c["id"], c["function"]["name"], c["function"]["arguments"])
-            for c in data.get("tool_calls") or []
+            ToolCall(c["id"], c["function"]["name"], c["function"]["arguments"]) for c in data.get("tool_calls") or []
         ]
         return cls(
             content=data.get("content") or "",
@@ -123,9 +122,7 @@ def parse_chat_completion(body: Any, id_prefix: str = "call") -> AssistantReply:
         calls.append(ToolCall(str(call_id), name, _arguments_text(fn.get("arguments"))))
     legacy = message.get("function_call")
     if not calls and isinstance(legacy, dict) and legacy.get("name"):
-        calls.append(
-            ToolCall(f"{id_prefix}_0", _clean_name(legacy["name"]), _arguments_text(legacy.get("arguments")))
-        )
+        calls.append(ToolCall(f"{id_prefix}_0", _clean_name(legacy["name"]), _arguments_text(legacy.get("arguments"))))
     usage = body.get("usage") or {}
     return AssistantReply(
         content=_content_text(message.get("content")),
@@ -155,7 +152,5 @@ def _content_text(content: Any) -> str:
     if content is None:
         return ""
     if isinstance(content, list):
-        return "".join(
-            part.get("text", "") if isinstance(part, dict) else str(part) for part in content
-        )
+        return "".join(part.get("text", "") if isinstance(part, dict) else str(part) for part in content)
     return str(content)

@@ -39,7 +39,5 @@ class ConversationListMemory:
             if (session_id, workflow_id) in self._written:
                 return False
             self._written.add((session_id, workflow_id))
-            self._sessions.setdefault(session_id, []).extend(
-                {**m, "workflow_id": workflow_id} for m in messages
-            )
+            self._sessions.setdefault(session_id, []).extend({**m, "workflow_id": workflow_id} for m in messages)
             return True

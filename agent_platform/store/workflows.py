@@ -19,7 +19,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import IdempotencyConflict, InvalidTransition, WorkflowNotFound
@@ -27,14 +27,24 @@ from ..ids import validate_id
 from . import scripts
 
 TERMINAL = frozenset({"COMPLETED", "FAILED", "TERMINATED"})
-INT_FIELDS = ("steps_completed", "iteration", "prompt_tokens", "completion_tokens", "cursor", "log_seq", "attempt", "history_len", "tools_remaining")
+INT_FIELDS = (
+    "steps_completed",
+    "iteration",
+    "prompt_tokens",
+    "completion_tokens",
+    "cursor",
+    "log_seq",
+    "attempt",
+    "history_len",
+    "tools_remaining",
+)
 JSON_FIELDS = ("failure_details", "pending_event", "metadata", "next", "input_messages")
 IDEMPOTENCY_TTL = 24 * 3600
 
 
 def now_iso() -> str:
     """The current UTC time in ISO 8601 with milliseconds and a ``Z``."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def now_ms() -> int:
@@ -137,9 +147,7 @@ class WorkflowStore:
             if not self.client.set(idem, value, nx=True, ex=IDEMPOTENCY_TTL):
                 earlier = json.loads(self.client.get(idem) or "{}")
                 if earlier.get("request") != request_hash:
-                    raise IdempotencyConflict(
-                        "Idempotency-Key was already used with a different request body"
-                    )
+                    raise IdempotencyConflict("Idempotency-Key was already used with a different request body")
                 return earlier["workflow_id"], False
         stamp = now_iso()
         fields = {
@@ -360,9 +368,7 @@ class WorkflowStore:
         """
         meta = self.meta(workflow_id)
         if meta["runtime_status"] not in TERMINAL:
-            raise InvalidTransition(
-                f"cannot purge a workflow that is {meta['runtime_status']}", meta["runtime_status"]
-            )
+            raise InvalidTransition(f"cannot purge a workflow that is {meta['runtime_status']}", meta["runtime_status"])
         leases = list(self.client.scan_iter(match=self.key(workflow_id, "lease:*"), count=100))
         pipe = self.client.pipeline(transaction=False)
         for part in ("meta", "steps", "done"):

@@ -202,6 +202,20 @@ class Runtime:
             self.dispatch(StepMessage(agent.name, wf_id, "start", 0))
         return wf_id, created
 
+    def dispatch_many(self, messages: list[StepMessage], countdown: float | None = None) -> None:
+        """Enqueue several steps; parallel tool calls go as one group when the dispatcher can."""
+        if len(messages) > 1 and hasattr(self.dispatcher, "dispatch_group"):
+            self.dispatcher.dispatch_group([(m, self._time_limit(m)) for m in messages], countdown=countdown)
+            return
+        for message in messages:
+            self.dispatch(message, countdown=countdown)
+
+    def _time_limit(self, message: StepMessage) -> float | None:
+        if not message.tool:
+            return None
+        tool = self.agent(message.agent).tools.get(message.tool)
+        return tool.timeout if tool is not None else None
+
     def dispatch(self, message: StepMessage, countdown: float | None = None) -> None:
         """Enqueue a step through the dispatcher, with the tool's time limit for tools.
 
@@ -210,11 +224,7 @@ class Runtime:
         """
         if self.dispatcher is None:
             raise ConfigurationError("this process cannot dispatch steps (no Celery app)")
-        time_limit = None
-        if message.tool:
-            tool = self.agent(message.agent).tools.get(message.tool)
-            time_limit = tool.timeout if tool is not None else None
-        self.dispatcher.dispatch(message, countdown=countdown, time_limit=time_limit)
+        self.dispatcher.dispatch(message, countdown=countdown, time_limit=self._time_limit(message))
 
     def find_store(self, workflow_id: str) -> WorkflowStore:
         """The store holding ``workflow_id`` among the loaded agents' stores.

@@ -51,7 +51,10 @@ class Tool:
         retries: how many times a raising tool is run again before its error goes to
             the model (so ``retries + 1`` attempts in all).
         timeout: seconds one attempt may run (Celery's soft time limit), or None.
-        requires_approval: the turn suspends until ``raise-event`` approves the call.
+        requires_approval: the turn suspends (SUSPENDED, ``pending_event``) until
+            ``raise-event`` approves or denies the call; a denial goes to the model.
+        approval_timeout: seconds to wait for the approval before it counts as denied
+            (None: wait forever).
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class Tool:
         retries: int = 0,
         timeout: float | None = None,
         requires_approval: bool = False,
+        approval_timeout: float | None = None,
     ) -> None:
         if retries < 0:
             raise ConfigurationError(f"tool {func.__name__}: retries must be >= 0")
@@ -77,6 +81,7 @@ class Tool:
         self.retries = retries
         self.timeout = timeout
         self.requires_approval = requires_approval
+        self.approval_timeout = approval_timeout
         self.__doc__ = func.__doc__
         self.__name__ = self.name
 
@@ -143,6 +148,7 @@ def tool(
     retries: int = 0,
     timeout: float | None = None,
     requires_approval: bool = False,
+    approval_timeout: float | None = None,
 ) -> Any:
     """Wrap a function as a :class:`Tool`; usable as ``@tool`` or ``@tool(args_model=...)``.
 
@@ -159,6 +165,7 @@ def tool(
             retries=retries,
             timeout=timeout,
             requires_approval=requires_approval,
+            approval_timeout=approval_timeout,
         )
 
     return wrap(func) if func is not None else wrap

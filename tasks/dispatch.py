@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery import group
+
 from agent_platform.engine.dispatch import StepMessage
 
 #: Seconds between a tool's soft time limit (which the tool step catches) and the hard one.
@@ -28,10 +30,19 @@ class CeleryDispatcher:
     def dispatch(self, message: StepMessage, countdown: float | None = None, time_limit: float | None = None) -> None:
         """Enqueue one step; ``countdown`` delays it (Celery ETA), ``time_limit`` sets the
         task's soft time limit in seconds (the hard limit is 30 s later)."""
+        self.signature(message, countdown, time_limit).apply_async()
+
+    def dispatch_group(self, messages: list[tuple[StepMessage, float | None]], countdown: float | None = None) -> None:
+        """Enqueue the tool calls of one assistant message as a Celery ``group`` (no chord:
+        the last call to checkpoint enqueues the next step, DESIGN section 3)."""
+        group([self.signature(m, countdown, limit) for m, limit in messages]).apply_async()
+
+    def signature(self, message: StepMessage, countdown: float | None = None, time_limit: float | None = None) -> Any:
+        """The Celery signature of one step (what :meth:`dispatch` sends)."""
         options: dict[str, Any] = {"queue": f"agent.{message.agent}"}
         if countdown:
             options["countdown"] = countdown
         if time_limit:
             options["soft_time_limit"] = time_limit
             options["time_limit"] = time_limit + HARD_LIMIT_GRACE
-        self.app.send_task(task_name(message.kind), kwargs=message.to_kwargs(), **options)
+        return self.app.signature(task_name(message.kind), kwargs=message.to_kwargs(), **options)

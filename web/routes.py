@@ -14,6 +14,7 @@ from agent_platform.status import dapr_status, public_status
 from .schemas import (
     DaprPath,
     ErrorResponse,
+    EventPath,
     ListQuery,
     StartWorkflowRequest,
     StartWorkflowResponse,
@@ -105,6 +106,14 @@ def resume_workflow(path: WorkflowPath) -> Any:
     """Resume a paused workflow."""
     status = control.resume(runtime(), path.workflow_id)
     return {"workflow_instance_id": path.workflow_id, "runtime_status": status}, 202
+
+
+@api.post("/workflows/<workflow_id>/raise-event/<event_name>")
+def raise_event(path: EventPath) -> Any:
+    """Deliver a named event with a JSON body (e.g. ``{"approved": true}`` for a tool approval)."""
+    payload = request.get_json(silent=True) if request.get_data(cache=True) else None
+    woke = control.raise_event(runtime(), path.workflow_id, path.event_name, payload)
+    return {"workflow_instance_id": path.workflow_id, "event": path.event_name, "woke": woke}, 202
 
 
 @api.delete("/workflows/<workflow_id>")

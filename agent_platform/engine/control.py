@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..store.workflows import now_iso
+from .records import StepClock
 from .runner import finish_workflow
 from .sweeper import redispatch
 
@@ -59,3 +60,21 @@ def purge(runtime: Any, workflow_id: str) -> None:
         WorkflowNotFound, InvalidTransition (it has not finished).
     """
     runtime.find_store(workflow_id).purge(workflow_id)
+
+
+def raise_event(runtime: Any, workflow_id: str, name: str, payload: Any, worker: str = "api") -> bool:
+    """Deliver event ``name`` (a tool approval, another agent's response...); if the
+    workflow waits for it, it is RUNNING again and its pending step is dispatched.
+
+    Returns:
+        True when the event woke the workflow (False: stored for a later wait).
+
+    Raises:
+        WorkflowNotFound, InvalidTransition (the workflow has ended), ValidationError (name).
+    """
+    store = runtime.find_store(workflow_id)
+    record = StepClock().record("event", "ok", 1, worker, {"name": name, "payload": payload})
+    woke = store.raise_event(workflow_id, name, payload, record)
+    if woke:
+        redispatch(runtime, store, store.meta(workflow_id))
+    return woke

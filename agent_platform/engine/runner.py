@@ -131,7 +131,7 @@ def _session_turn(runtime: Any, store: WorkflowStore, meta: dict[str, Any]) -> b
 
 
 def _commit(runtime: Any, store: WorkflowStore, message: StepMessage, outcome: Outcome) -> str:
-    delay = outcome.countdown or 0.0
+    delay = outcome.due_in if outcome.due_in is not None else (outcome.countdown or 0.0)
     result = store.checkpoint(
         message.workflow_id,
         message.step_seq,
@@ -167,8 +167,7 @@ def _commit(runtime: Any, store: WorkflowStore, message: StepMessage, outcome: O
         finish_workflow(runtime, store, message.workflow_id)
         return "done"
     if result.status == "RUNNING" and (result.advanced or outcome.mode == "stay"):
-        for follow in outcome.dispatch:
-            runtime.dispatch(follow, countdown=outcome.countdown)
+        runtime.dispatch_many(outcome.dispatch, countdown=outcome.countdown)
     return "retry" if outcome.mode == "stay" else "done"
 
 

@@ -7,6 +7,7 @@ to checkpoint, how the workflow moves on, and what to dispatch once the checkpoi
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +64,7 @@ class Outcome:
     dispatch: list[StepMessage] = field(default_factory=list)
     countdown: float | None = None
     ended: bool = False
+    due_in: float | None = None
 
 
 def backoff(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
@@ -204,6 +206,14 @@ def run_tool(ctx: StepContext) -> Outcome:
         agent=ctx.agent.name,
         session_id=ctx.meta["session_id"],
     )
+    if tool.requires_approval:
+        decision = _approval(ctx, index, call, tool.approval_timeout)
+        if isinstance(decision, Outcome):
+            return decision
+        if not decision.get("approved"):
+            data["error"] = f"the tool call was not approved: {decision.get('reason') or 'denied'}"
+            done.record = ctx.record("error", data, attempt)
+            return done
     try:
         data["result"] = tool.invoke(call["arguments"], context)
         return done
@@ -226,6 +236,34 @@ def run_tool(ctx: StepContext) -> Outcome:
         data["error"] = message
     done.record = ctx.record("error", data, attempt)
     return done
+
+
+def approval_event_name(stage: int, index: int) -> str:
+    """The event that approves tool call ``index`` of ``stage``: ``approval.<stage>.<index>``."""
+    return f"approval.{stage}.{index}"
+
+
+def _approval(ctx: StepContext, index: int, call: dict[str, Any], timeout: float | None) -> dict[str, Any] | Outcome:
+    """The raised approval decision (``{"approved": bool, "reason": str}``), or the
+    Outcome that suspends the workflow until ``raise-event`` brings one."""
+    name = approval_event_name(ctx.message.step_seq, index)
+    decision = ctx.store.event(ctx.workflow_id, name)
+    if decision is not None:
+        return decision if isinstance(decision, dict) else {"approved": bool(decision)}
+    pending: dict[str, Any] = {
+        "name": name,
+        "kind": "approval",
+        "tool_call": {k: call[k] for k in ("id", "name", "arguments")},
+    }
+    if timeout:
+        pending["timeout_at_ms"] = int((time.time() + timeout) * 1000)
+    record = ctx.clock.record("event", "ok", 1, ctx.worker, {"waiting_for": name, "tool_call": pending["tool_call"]})
+    return Outcome(
+        record,
+        "stay",
+        updates={"runtime_status": "SUSPENDED", "pending_event": pending},
+        due_in=timeout if timeout else None,
+    )
 
 
 def run_finish(ctx: StepContext) -> Outcome:

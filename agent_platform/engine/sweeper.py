@@ -8,11 +8,13 @@ dispatches every pending step whose lease is not held; fencing makes a duplicate
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from ..errors import WorkflowNotFound
 from ..store.workflows import TERMINAL
 from .dispatch import StepMessage
+from .records import StepClock
 from .runner import finish_workflow
 
 log = logging.getLogger("agent_platform.sweeper")
@@ -44,10 +46,27 @@ def _sweep_workflow(runtime: Any, store: Any, wf: str) -> int:
         finish_workflow(runtime, store, wf)  # a crash may have left its session held
         return 0
     if status == "SUSPENDED":
-        store.set_due(wf, grace)
-        return 0
+        return _expire_wait(runtime, store, meta)
     store.set_due(wf, grace)
     return redispatch(runtime, store, meta)
+
+
+def _expire_wait(runtime: Any, store: Any, meta: dict[str, Any]) -> int:
+    """Deliver a timed-out approval as a denial; otherwise look again later."""
+    pending = meta.get("pending_event") or {}
+    timeout_at = pending.get("timeout_at_ms")
+    grace = runtime.settings.dispatch_grace
+    if not timeout_at or timeout_at > time.time() * 1000:
+        wait = grace if not timeout_at else min(grace, max(0.1, timeout_at / 1000 - time.time()))
+        store.set_due(meta["instance_id"], wait)
+        return 0
+    payload = {"approved": False, "reason": "timed out waiting for approval"}
+    record = StepClock().record(
+        "event", "ok", 1, runtime.worker or "sweeper", {"name": pending["name"], "payload": payload}
+    )
+    if store.raise_event(meta["instance_id"], pending["name"], payload, record):
+        return redispatch(runtime, store, store.meta(meta["instance_id"]))
+    return 0
 
 
 def redispatch(runtime: Any, store: Any, meta: dict[str, Any]) -> int:

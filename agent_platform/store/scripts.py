@@ -68,7 +68,29 @@ if action == 'terminate' then
   redis.call('HSET', KEYS[1], 'ended_at', ARGV[2])
   redis.call('ZREM', KEYS[2], ARGV[3])
 elseif action == 'resume' then
+  redis.call('HDEL', KEYS[1], 'resume_status')
   redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
 end
 return {'ok', target}
+"""
+
+# KEYS: meta, steps, active   ARGV: name, payload json, record json, now_iso, now_ms, wf_id
+RAISE_EVENT = """
+local meta = KEYS[1]
+local status = redis.call('HGET', meta, 'runtime_status')
+if not status then return {'missing', ''} end
+if status == 'TERMINATED' or status == 'COMPLETED' or status == 'FAILED' then return {'refused', status} end
+redis.call('HSET', meta, 'event:' .. ARGV[1], ARGV[2])
+local woke = 0
+local pending = redis.call('HGET', meta, 'pending_event')
+if status == 'SUSPENDED' and pending and cjson.decode(pending)['name'] == ARGV[1] then
+  redis.call('HDEL', meta, 'pending_event')
+  redis.call('HSET', meta, 'runtime_status', 'RUNNING')
+  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[6])
+  woke = 1
+end
+local seq = redis.call('HINCRBY', meta, 'log_seq', 1) - 1
+redis.call('XADD', KEYS[2], '0-' .. (seq + 1), 'seq', seq, 'r', ARGV[3])
+redis.call('HSET', meta, 'last_updated_at', ARGV[4])
+return {'ok', tostring(woke)}
 """

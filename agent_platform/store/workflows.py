@@ -87,6 +87,7 @@ class WorkflowStore:
         self._renew = client.register_script(scripts.RENEW)
         self._release = client.register_script(scripts.RELEASE)
         self._control = client.register_script(scripts.CONTROL)
+        self._raise_event = client.register_script(scripts.RAISE_EVENT)
 
     # -- keys ---------------------------------------------------------------------------
     def key(self, workflow_id: str, part: str) -> str:
@@ -315,6 +316,33 @@ class WorkflowStore:
         if result == "refused":
             raise InvalidTransition(f"cannot {action} a workflow that is {status}", status)
         return status
+
+    def raise_event(self, workflow_id: str, name: str, payload: Any, record: dict[str, Any]) -> bool:
+        """Store event ``name`` with its JSON ``payload`` (kept even if nobody waits yet, as
+        Dapr buffers events) and log ``record``; wake the workflow if it waits for it.
+
+        Returns:
+            True when the workflow was waiting for this event and is RUNNING again.
+
+        Raises:
+            WorkflowNotFound: no such workflow.
+            InvalidTransition: it has ended (409).
+        """
+        validate_id(name, "event name")
+        result, detail = self._raise_event(
+            keys=[self.key(workflow_id, "meta"), self.key(workflow_id, "steps"), self.active_key],
+            args=[name, json.dumps(payload), json.dumps(record), now_iso(), now_ms(), workflow_id],
+        )
+        if result == "missing":
+            raise WorkflowNotFound(f"no workflow {workflow_id!r}")
+        if result == "refused":
+            raise InvalidTransition(f"cannot raise an event on a workflow that is {detail}", detail)
+        return detail == "1"
+
+    def event(self, workflow_id: str, name: str) -> Any:
+        """The payload of a raised event, or None when it was not raised."""
+        raw = self.client.hget(self.key(workflow_id, "meta"), f"event:{name}")
+        return None if raw is None else json.loads(raw)
 
     # -- sessions -----------------------------------------------------------------------
     def session_head(self, agent: str, session_id: str) -> str | None:

@@ -1,0 +1,216 @@
+"""The ``agent-platform`` command (click, as Flask and Celery use).
+
+Launcher: it may import ``tasks`` and ``web``, lazily, inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from .errors import AgentPlatformError
+from .status import public_status
+
+
+def _use_app(app: str | None) -> None:
+    if app:
+        os.environ["AGENT_APP"] = app
+
+
+def _runtime() -> Any:
+    from tasks import get_app
+
+    return get_app().runtime
+
+
+def _exec(argv: list[str]) -> None:
+    """Replace this process with ``argv`` (signals then reach the real server directly)."""
+    click.echo("+ " + " ".join(argv), err=True)
+    os.execvp(argv[0], argv)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="agent-platform")
+def main() -> None:
+    """Durable AI agents on Celery and Redis."""
+
+
+@main.command()
+@click.argument("app", required=False)
+@click.option("--task", "-t", required=True, help="The user's message for this turn.")
+@click.option("--session", "session_id", default=None, help="Conversation session id.")
+@click.option("--agent", default=None, help="Agent name when APP loads several.")
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for the answer.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final status as JSON.")
+def run(app: str | None, task: str, session_id: str | None, agent: str | None, timeout: float, as_json: bool) -> None:
+    """Start a turn of APP (module:attribute; default $AGENT_APP), print each step as it is
+    checkpointed, then the answer. Needs a running worker. Exit 1 unless COMPLETED."""
+    from .follow import describe_step, follow_steps
+
+    _use_app(app)
+    try:
+        rt = _runtime()
+        name = agent or next(iter(rt.agents))
+        wf, _ = rt.start_workflow(name, task, session_id=session_id)
+        click.echo(f"workflow {wf} started (agent {name})", err=True)
+        store = rt.store_for(name)
+        for record in follow_steps(store, wf, timeout=timeout):
+            click.echo(describe_step(record))
+        status = public_status(store.meta(wf))
+    except (AgentPlatformError, TimeoutError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    _print_final(status, as_json)
+    sys.exit(0 if status["runtime_status"] == "COMPLETED" else 1)
+
+
+def _print_final(status: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(status, indent=2))
+        return
+    click.echo(f"status: {status['runtime_status']}")
+    if status.get("failure_details"):
+        details = status["failure_details"]
+        click.echo(f"failure: {details.get('type')}: {details.get('message')} (step {details.get('step')})")
+    if status.get("output") is not None:
+        click.echo(f"answer: {status['output']}")
+
+
+@main.command()
+@click.argument("workflow_id")
+@click.option("--app", default=None, help="module:attribute (default $AGENT_APP).")
+def status(workflow_id: str, app: str | None) -> None:
+    """Print a workflow's status as JSON."""
+    _use_app(app)
+    try:
+        rt = _runtime()
+        click.echo(json.dumps(public_status(rt.find_store(workflow_id).meta(workflow_id)), indent=2))
+    except AgentPlatformError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.command()
+@click.argument("workflow_id")
+@click.option("--app", default=None, help="module:attribute (default $AGENT_APP).")
+@click.option("--after", default=-1, help="Print steps after this sequence number.")
+def tail(workflow_id: str, app: str | None, after: int) -> None:
+    """Follow a workflow's steps until it ends."""
+    from .follow import describe_step, follow_steps
+
+    _use_app(app)
+    try:
+        store = _runtime().find_store(workflow_id)
+        for record in follow_steps(store, workflow_id, after=after):
+            click.echo(describe_step(record))
+        _print_final(public_status(store.meta(workflow_id)), False)
+    except AgentPlatformError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--app", default=None, help="module:attribute (default $AGENT_APP).")
+@click.pass_context
+def worker(ctx: click.Context, app: str | None) -> None:
+    """``celery -A tasks worker`` with APP loaded (extra arguments pass through)."""
+    _use_app(app)
+    concurrency = os.environ.get("WORKER_CONCURRENCY", "2")
+    _exec(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tasks",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            concurrency,
+            *ctx.args,
+        ]
+    )
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--app", default=None, help="module:attribute (default $AGENT_APP).")
+@click.option("--bind", default=None, help="host:port (default 0.0.0.0:$PORT or :8000).")
+@click.pass_context
+def web(ctx: click.Context, app: str | None, bind: str | None) -> None:
+    """``gunicorn "web:create_app()"`` with threaded workers (for SSE)."""
+    _use_app(app)
+    bind = bind or f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+    _exec(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "web:create_app()",
+            "--bind",
+            bind,
+            "--worker-class",
+            "gthread",
+            "--threads",
+            "8",
+            *ctx.args,
+        ]
+    )
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--app", default=None, help="module:attribute (default $AGENT_APP).")
+@click.pass_context
+def flower(ctx: click.Context, app: str | None) -> None:
+    """``celery -A tasks flower`` (basic auth from $FLOWER_BASIC_AUTH)."""
+    _use_app(app)
+    argv = [sys.executable, "-m", "celery", "-A", "tasks", "flower", f"--port={os.environ.get('FLOWER_PORT', '5555')}"]
+    if os.environ.get("FLOWER_BASIC_AUTH"):
+        argv.append(f"--basic-auth={os.environ['FLOWER_BASIC_AUTH']}")
+    _exec([*argv, *ctx.args])
+
+
+@main.group()
+def components() -> None:
+    """Component files (Dapr format)."""
+
+
+@components.command("check")
+@click.argument("path", required=False)
+def components_check(path: str | None) -> None:
+    """Validate a components folder; say which file and field is wrong."""
+    from .components import load_components, redis_target
+
+    try:
+        found = load_components(path)
+        for name, component in sorted(found.items()):
+            line = f"ok  {name:<24} {component.type:<20} {component.path}"
+            if component.type in ("state.redis", "pubsub.redis"):
+                line += f"  {redis_target(component).redacted_url()}"
+            click.echo(line)
+        for name, component in sorted(found.skipped.items()):
+            click.echo(f"--  {name:<24} {component.type:<20} {component.path} (not supported; skipped)")
+    except AgentPlatformError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{len(found)} component(s) valid in {found.folder}")
+
+
+@main.command()
+@click.argument("app", required=False)
+@click.option("--port", default=8001, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+def dev(app: str | None, port: int, host: str) -> None:
+    """Dev mode: embedded Redis and model when none is configured, a worker and the web app."""
+    from .devmode import run_dev
+    from .runtime import load_agents
+
+    _use_app(app)
+    try:
+        run_dev(load_agents(os.environ.get("AGENT_APP")), port=port, host=host)
+    except AgentPlatformError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+if __name__ == "__main__":
+    main()

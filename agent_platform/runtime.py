@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -99,6 +100,9 @@ class Runtime:
         self._stores: dict[tuple[str, str], WorkflowStore] = {}
         self._histories: dict[str, SessionHistory] = {}
         self._lock = threading.Lock()
+        #: Called as ``hook(runtime, meta)`` once a workflow has its final status (after
+        #: its session is freed): the callback POST, the response to a calling agent.
+        self.finish_hooks: list[Callable[[Runtime, dict[str, Any]], None]] = []
 
     # -- connections --------------------------------------------------------------------
     def target_for(self, store_name: str) -> tuple[str, str]:

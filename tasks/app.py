@@ -11,6 +11,7 @@ from kombu import Queue
 from agent_platform.runtime import Runtime
 from agent_platform.settings import Settings
 
+from .callbacks import register_callbacks
 from .dispatch import CeleryDispatcher
 from .steps import register_steps
 from .worker import install_worker_hooks
@@ -74,5 +75,6 @@ def create_celery(settings: Settings | None = None, runtime: Runtime | None = No
         runtime.dispatcher = CeleryDispatcher(app)
     app.runtime = runtime  # type: ignore[attr-defined]
     register_steps(app, runtime)
+    register_callbacks(app, runtime)
     install_worker_hooks(app, runtime)
     return app

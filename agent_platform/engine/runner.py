@@ -177,6 +177,11 @@ def finish_workflow(runtime: Any, store: WorkflowStore, workflow_id: str) -> Non
     head = store.leave_session(meta["agent"], meta["session_id"], workflow_id)
     if head is not None:
         runtime.dispatch(StepMessage(meta["agent"], head, "start", 0))
+    for hook in runtime.finish_hooks:
+        try:
+            hook(runtime, meta)
+        except Exception:  # a hook must not undo a final status
+            log.exception("finish hook %r failed for %s", hook, workflow_id)
 
 
 def _fault(runtime: Any, message: StepMessage) -> None:

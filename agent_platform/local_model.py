@@ -65,6 +65,23 @@ _SERVER_SETTING_NAMES = frozenset(
     }
 )
 # fmt: on
+# Runs llama_cpp.server with llama.cpp's "extra buffer types" (weight repacking, e.g.
+# for Intel AMX) turned off. A llama-cpp-python compiled from source is built with
+# -march=native; on a VM whose CPU advertises AMX without the OS/hypervisor enabling
+# its tile state (seen on Firecracker), the first completion dies with SIGILL in
+# ggml_backend_amx_mul_mat. The server has no option for it (``use_extra_bufts`` is a
+# field of llama_model_params only), so the child patches the default params.
+_NO_EXTRA_BUFFERS_BOOTSTRAP = """\
+import runpy
+import llama_cpp.llama_cpp as lib
+_default_params = lib.llama_model_default_params
+def _model_default_params():
+    params = _default_params()
+    params.use_extra_bufts = False
+    return params
+lib.llama_model_default_params = _model_default_params
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
 
 
 def _package_folder(name: str) -> Path | None:
@@ -171,6 +188,7 @@ class LocalModelServer:
             ``chatml-function-calling``).
         n_ctx: The context size in tokens.
         n_threads: Threads for generation (None: the server's default, half the CPUs).
+        extra_buffers: Whether llama.cpp may repack weights (AMX and similar).
         model_name: The model alias to pass as ``model=`` (the server answers any name
             with its one model, and lists this alias at ``/v1/models``).
         log_path: The file receiving the server's output while it runs.
@@ -185,6 +203,7 @@ class LocalModelServer:
         n_ctx: int = 2048,
         n_threads: int | None = None,
         model_alias: str | None = None,
+        extra_buffers: bool = False,
     ) -> None:
         """Configure the server; nothing starts until :meth:`start`.
 
@@ -198,6 +217,10 @@ class LocalModelServer:
             n_threads: Generation threads, or None for the server's default.
             model_alias: Name the server lists and accepts; default the GGUF file's stem
                 (for SmolLM2, ``SmolLM2-135M-Instruct.Q4_1``).
+            extra_buffers: Let llama.cpp repack weights into its extra buffer types
+                (AMX and similar). Off by default: a source build for a CPU that
+                advertises AMX without the OS enabling it dies with SIGILL, and a
+                135M model gains nothing from it.
         """
         self.model_path = model_path
         self.port = port
@@ -206,6 +229,7 @@ class LocalModelServer:
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self._model_alias = model_alias
+        self.extra_buffers = extra_buffers
         self.log_path: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -234,8 +258,12 @@ class LocalModelServer:
         Returns:
             The argument list for :class:`subprocess.Popen`.
         """
+        if self.extra_buffers:
+            launcher = ["-m", "llama_cpp.server"]
+        else:
+            launcher = ["-c", _NO_EXTRA_BUFFERS_BOOTSTRAP]
         args = [
-            sys.executable, "-m", "llama_cpp.server",
+            sys.executable, *launcher,
             "--model", str(self.model_path),
             "--model_alias", self.model_name,
             "--chat_format", self.chat_format,

@@ -16,7 +16,7 @@ from typing import Any
 import pydantic
 from pydantic_core import to_jsonable_python
 
-from .errors import ConfigurationError, ToolArgumentsError
+from .errors import ConfigurationError, ToolArgumentsError, ToolError
 
 
 @dataclass(frozen=True)
@@ -211,3 +211,56 @@ def _model_from_signature(name: str, signature: inspect.Signature) -> type[pydan
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields_[pname] = (annotation, default)
     return pydantic.create_model(f"{name}_arguments", **fields_)
+
+
+class WaitingTool(Tool):
+    """A tool whose result arrives later as an event: another agent's answer, a webhook.
+
+    The ``tool`` step calls :meth:`begin` (which must be idempotent by
+    ``context.idempotency_key``: it may run again after a crash), then the workflow is
+    SUSPENDED with ``pending_event = {"name": "response.<stage>.<index>", ...}`` until
+    ``raise-event`` delivers that event; the step then runs again and :meth:`complete`
+    turns the payload into the tool result. After ``event_timeout`` seconds the sweeper
+    delivers ``{"timeout": True, "error": ...}`` instead.
+
+    Args:
+        name: the tool name the model calls.
+        description: what the model reads.
+        args_model: pydantic model of the arguments.
+        event_timeout: seconds to wait for the event (None: forever).
+        target: what is awaited, for messages (e.g. an agent name).
+    """
+
+    waits_for_event = True
+
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        args_model: type[pydantic.BaseModel],
+        event_timeout: float | None = None,
+        target: str | None = None,
+    ) -> None:
+        super().__init__(self._not_callable, args_model=args_model, name=name, description=description)
+        self.event_timeout = event_timeout
+        self.target = target
+
+    @staticmethod
+    def _not_callable(**_: Any) -> Any:
+        raise TypeError("a WaitingTool is run by the engine (begin/complete), not called")
+
+    def begin(self, arguments: dict[str, Any], context: ToolContext, event_name: str) -> None:
+        """Start the work whose answer will come back as event ``event_name``."""
+        raise NotImplementedError
+
+    def complete(self, payload: Any, arguments: dict[str, Any], context: ToolContext) -> Any:
+        """The tool result from the event's payload.
+
+        Raises:
+            ToolError: the payload reports a timeout or an error (its text goes to the model).
+        """
+        if isinstance(payload, dict) and (payload.get("timeout") or payload.get("error")):
+            raise ToolError(str(payload.get("error") or "timed out"))
+        if isinstance(payload, dict) and "result" in payload:
+            return to_jsonable(payload["result"])
+        return to_jsonable(payload)

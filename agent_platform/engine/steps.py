@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..agent import AssistantAgent
-from ..errors import LLMError, RetryableLLMError, ToolArgumentsError
+from ..errors import LLMError, RetryableLLMError, ToolArgumentsError, ToolError
 from ..memory.base import SessionHistory
 from ..settings import Settings
 from ..store.workflows import WorkflowStore, now_iso
@@ -207,13 +207,18 @@ def run_tool(ctx: StepContext) -> Outcome:
         session_id=ctx.meta["session_id"],
     )
     if tool.requires_approval:
-        decision = _approval(ctx, index, call, tool.approval_timeout)
+        decision = _wait_for(
+            ctx, approval_event_name(ctx.message.step_seq, index), "approval", call, tool.approval_timeout
+        )
         if isinstance(decision, Outcome):
             return decision
-        if not decision.get("approved"):
-            data["error"] = f"the tool call was not approved: {decision.get('reason') or 'denied'}"
+        if not (decision.get("approved") if isinstance(decision, dict) else bool(decision)):
+            reason = decision.get("reason") if isinstance(decision, dict) else None
+            data["error"] = f"the tool call was not approved: {reason or 'denied'}"
             done.record = ctx.record("error", data, attempt)
             return done
+    if getattr(tool, "waits_for_event", False):
+        return _run_waiting_tool(ctx, tool, call, context, data, done, attempt)
     try:
         data["result"] = tool.invoke(call["arguments"], context)
         return done
@@ -243,27 +248,66 @@ def approval_event_name(stage: int, index: int) -> str:
     return f"approval.{stage}.{index}"
 
 
-def _approval(ctx: StepContext, index: int, call: dict[str, Any], timeout: float | None) -> dict[str, Any] | Outcome:
-    """The raised approval decision (``{"approved": bool, "reason": str}``), or the
-    Outcome that suspends the workflow until ``raise-event`` brings one."""
-    name = approval_event_name(ctx.message.step_seq, index)
-    decision = ctx.store.event(ctx.workflow_id, name)
-    if decision is not None:
-        return decision if isinstance(decision, dict) else {"approved": bool(decision)}
+def response_event_name(stage: int, index: int) -> str:
+    """The event that completes waiting tool call ``index`` of ``stage``: ``response.<stage>.<index>``."""
+    return f"response.{stage}.{index}"
+
+
+def _wait_for(
+    ctx: StepContext,
+    name: str,
+    kind: str,
+    call: dict[str, Any],
+    timeout: float | None,
+    extra: dict[str, Any] | None = None,
+) -> Any:
+    """The payload of event ``name`` once raised, or the Outcome that suspends the
+    workflow (SUSPENDED with ``pending_event``) until ``raise-event`` brings it."""
+    payload = ctx.store.event(ctx.workflow_id, name)
+    if payload is not None:
+        return payload
     pending: dict[str, Any] = {
         "name": name,
-        "kind": "approval",
+        "kind": kind,
         "tool_call": {k: call[k] for k in ("id", "name", "arguments")},
     }
+    pending.update(extra or {})
     if timeout:
         pending["timeout_at_ms"] = int((time.time() + timeout) * 1000)
-    record = ctx.clock.record("event", "ok", 1, ctx.worker, {"waiting_for": name, "tool_call": pending["tool_call"]})
+    record = ctx.clock.record(
+        "event", "ok", 1, ctx.worker, {"waiting_for": name, "kind": kind, "tool_call": pending["tool_call"]}
+    )
     return Outcome(
         record,
         "stay",
         updates={"runtime_status": "SUSPENDED", "pending_event": pending},
         due_in=timeout if timeout else None,
     )
+
+
+def _run_waiting_tool(
+    ctx: StepContext,
+    tool: Any,
+    call: dict[str, Any],
+    context: ToolContext,
+    data: dict[str, Any],
+    done: Outcome,
+    attempt: int,
+) -> Outcome:
+    """A tool that starts work elsewhere (``begin``), suspends until event
+    ``response.<stage>.<index>`` arrives, then turns its payload into the result (``complete``)."""
+    name = response_event_name(ctx.message.step_seq, call["index"])
+    try:
+        arguments = tool.validate(call["arguments"])
+        payload = ctx.store.event(ctx.workflow_id, name)
+        if payload is None:
+            tool.begin(arguments, context, name)  # idempotent by context.idempotency_key
+            return _wait_for(ctx, name, "response", call, tool.event_timeout, {"target": getattr(tool, "target", None)})
+        data["result"] = tool.complete(payload, arguments, context)
+    except Exception as exc:  # bad arguments, a timeout or an error answer: told to the model
+        data["error"] = str(exc) if isinstance(exc, (ToolArgumentsError, ToolError)) else _tool_error_text(exc, None)
+        done.record = ctx.record("error", data, attempt)
+    return done
 
 
 def run_finish(ctx: StepContext) -> Outcome:

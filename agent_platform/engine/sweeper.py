@@ -60,7 +60,10 @@ def _expire_wait(runtime: Any, store: Any, meta: dict[str, Any]) -> int:
         wait = grace if not timeout_at else min(grace, max(0.1, timeout_at / 1000 - time.time()))
         store.set_due(meta["instance_id"], wait)
         return 0
-    payload = {"approved": False, "reason": "timed out waiting for approval"}
+    if pending.get("kind") == "approval":
+        payload: dict[str, Any] = {"approved": False, "reason": "timed out waiting for approval"}
+    else:
+        payload = {"timeout": True, "error": f"timed out waiting for {pending.get('target') or pending['name']}"}
     record = StepClock().record(
         "event", "ok", 1, runtime.worker or "sweeper", {"name": pending["name"], "payload": payload}
     )

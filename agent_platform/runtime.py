@@ -104,6 +104,15 @@ class Runtime:
         #: its session is freed): the callback POST, the response to a calling agent.
         self.finish_hooks: list[Callable[[Runtime, dict[str, Any]], None]] = []
 
+    def close(self) -> None:
+        """Close the Redis connections this runtime opened (it can open them again)."""
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+            self._stores.clear()
+            self._histories.clear()
+        for client in clients:
+            client.close()
+
     # -- connections --------------------------------------------------------------------
     def target_for(self, store_name: str) -> tuple[str, str]:
         """``(redis_url, key_prefix)`` of a ``state.redis``/``pubsub.redis`` component.

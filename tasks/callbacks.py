@@ -35,6 +35,7 @@ def register_callbacks(app: Any, runtime: Any) -> None:
         retry_backoff_max=300,
         retry_jitter=True,
         max_retries=8,
+        shared=False,
     )
     def deliver_callback(self: Any, agent: str, workflow_id: str) -> int:
         """POST the final status JSON to the workflow's ``callback_url``; returns the HTTP status."""

@@ -44,4 +44,5 @@ def _register(app: Any, runtime: Any, kind: str) -> None:
         acks_late=True,
         reject_on_worker_lost=True,
         typing=False,
+        shared=False,
     )(step)

@@ -140,9 +140,7 @@ def test_missing_redis_host_names_file_and_field(tmp_path: Path) -> None:
 
 
 def test_redis_url_overrides_every_redis_component() -> None:
-    component = make_component(
-        redisHost="elsewhere:7000", redisPassword="x", redisDB="5", keyPrefix="name"
-    )
+    component = make_component(redisHost="elsewhere:7000", redisPassword="x", redisDB="5", keyPrefix="name")
     target = redis_target(component, env={"REDIS_URL": "rediss://:secret@cache:6390/4"})
     assert target == RedisTarget("rediss://:secret@cache:6390/4", "store||")
     assert target.redacted_url() == "rediss://:***@cache:6390/4"
@@ -220,9 +218,7 @@ def test_secret_key_ref_and_env_ref(tmp_path: Path) -> None:
         load_components(tmp_path, env={"OPENAI_API_KEY": "k", "OPENAI_ENDPOINT": "e"})
 
 
-def test_unsupported_types_are_skipped_with_one_warning(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_unsupported_types_are_skipped_with_one_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     write(tmp_path, "cron.yaml", component_yaml("cron", "bindings.cron", schedule='"@every 1s"'))
     write(
         tmp_path,
@@ -235,9 +231,7 @@ def test_unsupported_types_are_skipped_with_one_warning(
     assert list(components) == ["store"] and sorted(components.skipped) == ["cron", "pg"]
     cron_lines = [r for r in caplog.records if "'cron'" in r.getMessage()]
     assert len(cron_lines) == 1 and len(caplog.records) == 2
-    assert (
-        "bindings.cron" in cron_lines[0].getMessage() and "cron.yaml" in cron_lines[0].getMessage()
-    )
+    assert "bindings.cron" in cron_lines[0].getMessage() and "cron.yaml" in cron_lines[0].getMessage()
 
     with pytest.raises(ComponentError) as info:
         get_component(components, "cron", ("state.redis",))
@@ -274,9 +268,7 @@ def test_get_component() -> None:
 
 
 def test_malformed_yaml_names_file_and_line(tmp_path: Path) -> None:
-    write(
-        tmp_path, "bad.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: [unclosed\n"
-    )
+    write(tmp_path, "bad.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: [unclosed\n")
     with pytest.raises(ComponentError, match=r"bad\.yaml: malformed YAML at line \d+"):
         load_components(tmp_path, env={})
 

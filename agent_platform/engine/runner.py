@@ -127,7 +127,10 @@ def _session_turn(runtime: Any, store: WorkflowStore, meta: dict[str, Any]) -> b
         if head_status not in TERMINAL:
             store.set_due(meta["instance_id"], runtime.settings.dispatch_grace)
             return False
-        store.leave_session(agent, session, head)
+        if head_status == "COMPLETED":
+            finish_workflow(runtime, store, head)
+        else:
+            store.leave_session(agent, session, head)
 
 
 def _commit(runtime: Any, store: WorkflowStore, message: StepMessage, outcome: Outcome) -> str:
@@ -172,8 +175,17 @@ def _commit(runtime: Any, store: WorkflowStore, message: StepMessage, outcome: O
 
 
 def finish_workflow(runtime: Any, store: WorkflowStore, workflow_id: str) -> None:
-    """After a final status: free the session and start its next turn (idempotent)."""
+    """After a final status: append a COMPLETED turn to memory (once: the append is
+    idempotent per workflow), free the session, start its next turn, run the finish
+    hooks. Safe to run again; a crash before it is healed by the session's next turn."""
     meta = store.meta(workflow_id)
+    if meta["runtime_status"] == "COMPLETED":
+        agent = runtime.agent(meta["agent"])
+        runtime.history_for(agent).append_turn(
+            meta["session_id"],
+            workflow_id,
+            [{"role": "user", "content": meta["input"]}, {"role": "assistant", "content": meta.get("output") or ""}],
+        )
     head = store.leave_session(meta["agent"], meta["session_id"], workflow_id)
     if head is not None:
         runtime.dispatch(StepMessage(meta["agent"], head, "start", 0))

@@ -311,15 +311,11 @@ def _run_waiting_tool(
 
 
 def run_finish(ctx: StepContext) -> Outcome:
-    """Append the turn to memory (once) and complete the workflow."""
-    meta = ctx.meta
-    output = meta["next"].get("output", "")
-    stop_reason = meta["next"].get("stop_reason", "stop")
-    ctx.history.append_turn(
-        meta["session_id"],
-        ctx.workflow_id,
-        [{"role": "user", "content": meta["input"]}, {"role": "assistant", "content": output}],
-    )
+    """Complete the workflow; the turn is appended to memory once the final status is
+    checkpointed (:func:`agent_platform.engine.runner.finish_workflow`), so a turn that was
+    terminated meanwhile never reaches the session's history."""
+    output = ctx.meta["next"].get("output", "")
+    stop_reason = ctx.meta["next"].get("stop_reason", "stop")
     return Outcome(
         ctx.record("ok", {"output": output, "stop_reason": stop_reason}),
         "end",

@@ -1,0 +1,252 @@
+"""Real Celery worker processes for tests: start, wait until ready, stop, crash.
+
+Each worker is ``python -m celery -A tasks worker`` in its own session (process group),
+logging to a file; nothing is mocked. Waits poll the log with a deadline.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+
+_names = itertools.count(1)
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, message: str = "") -> Any:
+    """Poll ``predicate`` until it returns a truthy value; return that value.
+
+    Raises:
+        AssertionError: ``timeout`` seconds passed (``message`` says what was awaited).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message or predicate}")
+        time.sleep(interval)
+
+
+def apply_env(base: dict[str, str], changes: dict[str, str | None]) -> dict[str, str]:
+    """``base`` with ``changes`` applied (None removes a variable)."""
+    env = dict(base)
+    for name, value in changes.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
+
+
+class Worker:
+    """One ``celery -A tasks worker`` process (its own session / process group)."""
+
+    def __init__(self, name: str, proc: subprocess.Popen[bytes], log_path: Path, log_file: Any) -> None:
+        self.name = name
+        self.proc = proc
+        self.log_path = log_path
+        self._log_file = log_file
+        self.mark = 0  # log offset at the start of the current test
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def hostname(self) -> str:
+        """The Celery hostname (``name@host``), as step records show it."""
+        return f"{self.name}@{os.uname().nodename}"
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log(self, since_mark: bool = False) -> str:
+        try:
+            data = self.log_path.read_bytes()
+        except OSError:
+            return ""
+        return data[self.mark if since_mark else 0 :].decode(errors="replace")
+
+    def pool_pids(self) -> list[int]:
+        """The pool processes (children of the main process), from /proc."""
+        return children_of(self.pid)
+
+    def close_log(self) -> None:
+        if not self._log_file.closed:
+            self._log_file.close()
+
+
+def children_of(pid: int) -> list[int]:
+    """Direct children of ``pid`` (scans ``/proc/*/stat``; psutil is not required)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 1 and int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+class Stack:
+    """Real Celery worker subprocesses for one test deployment.
+
+    Args:
+        env: the full environment of the workers.
+        log_dir: where each worker's log file goes (``<name>.log``).
+        concurrency: prefork pool size of each worker (``-c``).
+    """
+
+    READY = re.compile(r"\bready\.")
+
+    def __init__(self, env: dict[str, str], log_dir: Path, concurrency: int = 2) -> None:
+        self.env = env
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.concurrency = concurrency
+        self.workers: list[Worker] = []
+
+    # -- life cycle ---------------------------------------------------------------------
+    def start_worker(
+        self, name: str | None = None, concurrency: int | None = None, wait: bool = True, **env: str | None
+    ) -> Worker:
+        """Start one worker (``-n <name>@%h``) and, by default, wait until it is ready."""
+        name = name or f"w{next(_names)}"
+        log_path = self.log_dir / f"{name}.log"
+        log_file = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        cmd = [
+            sys.executable, "-m", "celery", "-A", "tasks", "worker",
+            "--loglevel", "INFO",
+            "-c", str(concurrency or self.concurrency),
+            "-n", f"{name}@%h",
+            "--without-mingle", "--without-gossip",
+        ]  # fmt: skip
+        proc = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            env=apply_env(self.env, env),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        worker = Worker(name, proc, log_path, log_file)
+        self.workers.append(worker)
+        if wait:
+            self.wait_ready(worker)
+        return worker
+
+    def start(self, count: int = 1) -> Stack:
+        """Start ``count`` workers and wait until every one is ready."""
+        started = [self.start_worker(wait=False) for _ in range(count)]
+        for worker in started:
+            self.wait_ready(worker)
+        return self
+
+    def wait_ready(self, worker: Worker, timeout: float = 60.0) -> None:
+        """Wait for Celery's ``<name>@<host> ready.`` line in the worker's log."""
+        deadline = time.monotonic() + timeout
+        while not self.READY.search(worker.log()):
+            if not worker.alive():
+                raise AssertionError(
+                    f"worker {worker.name} exited with {worker.proc.returncode}:\n{worker.log()[-4000:]}"
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(f"worker {worker.name} not ready within {timeout} s:\n{worker.log()[-4000:]}")
+            time.sleep(0.05)
+
+    def stop_worker(self, worker: Worker, timeout: float = 15.0) -> None:
+        """SIGTERM (Celery's warm shutdown), then SIGKILL of its process group after ``timeout``."""
+        if worker.alive():
+            worker.proc.send_signal(signal.SIGTERM)
+            try:
+                worker.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        _kill_group(worker.proc)
+        worker.close_log()
+
+    def kill_worker(self, worker: Worker) -> None:
+        """SIGKILL the worker's main process and its pool children at once (a crash)."""
+        pids = [worker.pid, *worker.pool_pids()]
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        _kill_group(worker.proc)
+
+    def kill_pool(self, worker: Worker) -> list[int]:
+        """SIGKILL only the pool children (the main process stays and replaces them)."""
+        pids = worker.pool_pids()
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return pids
+
+    def stop(self) -> None:
+        """Stop every worker (in parallel: each warm shutdown takes about a second)."""
+        threads = [threading.Thread(target=self.stop_worker, args=(w,)) for w in self.workers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- logs ---------------------------------------------------------------------------
+    def mark(self) -> None:
+        """Remember where each log ends (the start of a test)."""
+        for worker in self.workers:
+            worker.mark = len(worker.log().encode())
+
+    def logs(self, since_mark: bool = True) -> str:
+        return "\n".join(
+            f"===== worker {w.name} (pid {w.pid}) =====\n{w.log(since_mark)[-20000:]}" for w in self.workers
+        )
+
+    def find_in_logs(self, pattern: str, timeout: float = 10.0) -> re.Match[str]:
+        """Wait until ``pattern`` (a regex) appears in some worker's log; return the match."""
+
+        def search() -> re.Match[str] | None:
+            for worker in self.workers:
+                found = re.search(pattern, worker.log())
+                if found:
+                    return found
+            return None
+
+        return wait_until(search, timeout, message=f"{pattern!r} in the worker logs")
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:  # pragma: no cover
+        pass

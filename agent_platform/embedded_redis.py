@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Self
 
 from agent_platform.errors import ConfigurationError
+from agent_platform.processes import free_port, kill_group, tail
 
 __all__ = ["EmbeddedRedis", "find_redis_server"]
 
@@ -78,18 +79,6 @@ def find_redis_server() -> str:
     )
 
 
-def _free_port(host: str) -> int:
-    """Ask the kernel for a free TCP port on ``host``.
-
-    Args:
-        host: The interface address to bind.
-
-    Returns:
-        A port number that was free a moment ago.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def _server_pid(host: str, port: int, timeout: float = 0.5) -> int | None:
@@ -123,21 +112,6 @@ def _server_pid(host: str, port: int, timeout: float = 0.5) -> int | None:
     return None
 
 
-def _tail(path: Path, lines: int = 20) -> str:
-    """Return the last ``lines`` lines of a text file (empty when unreadable).
-
-    Args:
-        path: The file to read.
-        lines: How many lines to keep.
-
-    Returns:
-        The tail of the file.
-    """
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
 
 
 class EmbeddedRedis:
@@ -212,12 +186,12 @@ class EmbeddedRedis:
         attempts = 3 if pick_port else 1
         for attempt in range(attempts):
             if pick_port:
-                self.port = _free_port(self.host)
+                self.port = free_port(self.host)
             try:
                 self._spawn_and_wait()
                 return self
             except ConfigurationError:
-                if attempt == attempts - 1 or "in use" not in _tail(self.log_path, 5):
+                if attempt == attempts - 1 or "in use" not in tail(self.log_path, 5):
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -252,7 +226,7 @@ class EmbeddedRedis:
                 self.stop()
                 raise ConfigurationError(
                     f"redis-server ({self.executable}) exited with code {code} on port "
-                    f"{self.port}; log {self.log_path}:\n{_tail(self.log_path)}"
+                    f"{self.port}; log {self.log_path}:\n{tail(self.log_path)}"
                 )
             if _server_pid(self.host, self.port) == self._proc.pid:
                 return
@@ -261,7 +235,7 @@ class EmbeddedRedis:
         raise ConfigurationError(
             f"redis-server ({self.executable}) did not answer on "
             f"{self.host}:{self.port} within {_START_DEADLINE_S:.0f} s; "
-            f"log {self.log_path}:\n{_tail(self.log_path)}"
+            f"log {self.log_path}:\n{tail(self.log_path)}"
         )
 
     def stop(self, timeout: float = 10) -> None:
@@ -282,7 +256,7 @@ class EmbeddedRedis:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 pass
-        _kill_group(proc)
+        kill_group(proc)
 
     def restart(self) -> None:
         """Stop then start again on the same port and data folder."""
@@ -297,18 +271,3 @@ class EmbeddedRedis:
         """Stop the server when leaving a ``with`` block."""
         self.stop()
 
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """Kill what is left of a process started with ``start_new_session=True``.
-
-    Args:
-        proc: The leader of the process group (its pid is the group id).
-    """
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:  # pragma: no cover - the kernel did not reap it
-        pass

@@ -18,7 +18,6 @@ import atexit
 import importlib.util
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Self
 
 from agent_platform.errors import ConfigurationError
+from agent_platform.processes import free_port, tail
 
 __all__ = ["LocalModelServer", "smollm2_model_path"]
 
@@ -144,37 +144,8 @@ def _check_server_importable() -> None:
         )
 
 
-def _free_port(host: str) -> int:
-    """Ask the kernel for a free TCP port on ``host``.
-
-    Args:
-        host: The interface address to bind.
-
-    Returns:
-        A port number that was free a moment ago.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
-def _tail(path: Path | None, lines: int = 30) -> str:
-    """Return the last ``lines`` lines of a text file (empty when unreadable).
-
-    Args:
-        path: The file to read.
-        lines: How many lines to keep.
-
-    Returns:
-        The tail of the file.
-    """
-    if path is None:
-        return ""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
 
 
 class LocalModelServer:
@@ -310,7 +281,7 @@ class LocalModelServer:
         elif not Path(self.model_path).is_file():
             raise ConfigurationError(f"model file not found: {self.model_path}")
         if self.port == 0:
-            self.port = _free_port(self.host)
+            self.port = free_port(self.host)
         env = {k: v for k, v in os.environ.items() if k.lower() not in _SERVER_SETTING_NAMES}
         fd, log_name = tempfile.mkstemp(prefix="agent-platform-llama-", suffix=".log")
         self.log_path = Path(log_name)
@@ -328,7 +299,7 @@ class LocalModelServer:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 message = (
-                    f"the local model server exited with code {self._proc.returncode}; its log:\n{_tail(self.log_path)}"
+                    f"the local model server exited with code {self._proc.returncode}; its log:\n{tail(self.log_path)}"
                 )
                 self.stop()
                 raise ConfigurationError(message)
@@ -337,7 +308,7 @@ class LocalModelServer:
             time.sleep(0.25)
         message = (
             f"the local model server did not answer on {self.base_url} within "
-            f"{timeout:g} s; its log:\n{_tail(self.log_path)}"
+            f"{timeout:g} s; its log:\n{tail(self.log_path)}"
         )
         self.stop()
         raise ConfigurationError(message)

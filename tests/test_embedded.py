@@ -202,24 +202,69 @@ def local_model() -> Iterator[LocalModelServer]:
     assert server.pid is None
 
 
+TRAVEL_MESSAGES = [
+    {"role": "system", "content": "You are a Travel Planner."},
+    {"role": "user", "content": "I want to find flights to Paris"},
+]
+
+
 @pytest.mark.local_model
 def test_local_model_calls_search_flights_for_paris(local_model) -> None:
-    """At temperature 0 SmolLM2 answers the TravelBuddy prompt with a Paris search."""
+    """At temperature 0 SmolLM2 answers the TravelBuddy prompt with a Paris search.
+
+    ``tool_choice="auto"`` must be sent: without it llama-cpp-python's
+    chatml-function-calling handler leaves the tools out of the prompt.
+    """
     openai = pytest.importorskip("openai")
-    with openai.OpenAI(base_url=local_model.base_url, api_key="local") as client:
+    with openai.OpenAI(base_url=local_model.base_url, api_key="local", max_retries=0) as client:
         reply = client.chat.completions.create(
             model=local_model.model_name,
-            messages=[
-                {"role": "system", "content": "You are a Travel Planner."},
-                {"role": "user", "content": "I want to find flights to Paris"},
-            ],
+            messages=TRAVEL_MESSAGES,
             tools=TRAVEL_TOOLS,
+            tool_choice="auto",
             temperature=0,
         )
-    calls = reply.choices[0].message.tool_calls
-    assert calls, reply.model_dump_json()
-    assert calls[0].function.name == "search_flights"
-    assert json.loads(calls[0].function.arguments) == {"destination": "Paris"}
+    message = reply.choices[0].message
+    assert message.tool_calls, reply.model_dump_json()
+    assert message.tool_calls[0].function.name == "search_flights"
+    assert json.loads(message.tool_calls[0].function.arguments) == {"destination": "Paris"}
+    assert reply.choices[0].finish_reason == "tool_calls"
+
+
+@pytest.mark.local_model
+def test_local_model_answers_in_text_after_the_tool_with_tool_choice_none(local_model) -> None:
+    """The assistant turn sent back with ``content: ""`` is accepted; ``none`` gives text."""
+    openai = pytest.importorskip("openai")
+    arguments = '{"destination": "Paris"}'
+    history = [
+        *TRAVEL_MESSAGES,
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "search_flights", "arguments": arguments}}
+            ],
+        },
+        {
+            "role": "tool",
+            "tool_call_id": "call_1",
+            "content": json.dumps(
+                [{"airline": "SkyHighAir", "price": 450.0}, {"airline": "GlobalWings", "price": 375.5}]
+            ),
+        },
+    ]
+    with openai.OpenAI(base_url=local_model.base_url, api_key="local", max_retries=0) as client:
+        reply = client.chat.completions.create(
+            model=local_model.model_name,
+            messages=history,
+            tools=TRAVEL_TOOLS,
+            tool_choice="none",
+            temperature=0,
+            max_tokens=128,
+        )
+    message = reply.choices[0].message
+    assert not message.tool_calls
+    assert message.content and message.content.strip()
 
 
 @pytest.mark.local_model

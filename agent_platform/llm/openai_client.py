@@ -29,7 +29,9 @@ class OpenAIChatClient:
 
     Every argument left None is read from the environment when the first call is made
     (not at import): ``OPENAI_MODEL``, ``OPENAI_BASE_URL``, ``OPENAI_API_KEY``,
-    ``AGENT_PLATFORM_LLM_TEMPERATURE``, ``AGENT_PLATFORM_LLM_MAX_TOOL_ROUNDS``.
+    ``AGENT_PLATFORM_LLM_TEMPERATURE``, ``AGENT_PLATFORM_LLM_MAX_TOOL_ROUNDS``,
+    ``AGENT_PLATFORM_LLM_MAX_TOKENS``, ``AGENT_PLATFORM_LLM_TOOL_RESULT_ROLE`` (dev mode sets
+    these for the embedded model).
 
     Args:
         model: model name sent as ``model`` (default ``$OPENAI_MODEL`` or gpt-4o-mini).
@@ -39,6 +41,10 @@ class OpenAIChatClient:
         temperature: sampling temperature, or None for the server's default.
         max_tool_rounds: after this many tool rounds in a turn the model is called with
             ``tool_choice="none"`` (a profile for small models that call tools forever).
+        max_tokens: the completion's token limit, or None for the server's default.
+        tool_result_role: ``"tool"`` (OpenAI's protocol) or ``"user"``: send tool results
+            as user messages, for servers whose chat template drops ``tool`` messages
+            (llama-cpp-python's ``chatml-function-calling`` does).
         extra_body: extra JSON fields for every request (server-specific options).
     """
 
@@ -50,6 +56,8 @@ class OpenAIChatClient:
         timeout: float = 60.0,
         temperature: float | None = None,
         max_tool_rounds: int | None = None,
+        max_tokens: int | None = None,
+        tool_result_role: str | None = None,
         extra_body: dict[str, Any] | None = None,
     ) -> None:
         self.model = model
@@ -58,6 +66,8 @@ class OpenAIChatClient:
         self.timeout = timeout
         self.temperature = temperature
         self.max_tool_rounds = max_tool_rounds
+        self.max_tokens = max_tokens
+        self.tool_result_role = tool_result_role
         self.extra_body = extra_body or {}
         self._client: openai.OpenAI | None = None
         self._lock = threading.Lock()
@@ -86,12 +96,20 @@ class OpenAIChatClient:
         rounds = self.max_tool_rounds
         if rounds is None and env.get("AGENT_PLATFORM_LLM_MAX_TOOL_ROUNDS"):
             rounds = int(env["AGENT_PLATFORM_LLM_MAX_TOOL_ROUNDS"])
+        max_tokens = self.max_tokens
+        if max_tokens is None and env.get("AGENT_PLATFORM_LLM_MAX_TOKENS"):
+            max_tokens = int(env["AGENT_PLATFORM_LLM_MAX_TOKENS"])
+        role = self.tool_result_role or env.get("AGENT_PLATFORM_LLM_TOOL_RESULT_ROLE") or "tool"
+        if role not in ("tool", "user"):
+            raise ConfigurationError(f"tool_result_role must be 'tool' or 'user', not {role!r}")
         return {
             "model": self.model or env.get("OPENAI_MODEL") or DEFAULT_MODEL,
             "base_url": base_url,
             "api_key": api_key or "not-needed",
             "temperature": temperature,
             "max_tool_rounds": rounds,
+            "max_tokens": max_tokens,
+            "tool_result_role": role,
         }
 
     def _sdk(self, cfg: dict[str, Any]) -> openai.OpenAI:
@@ -130,13 +148,17 @@ class OpenAIChatClient:
             ConfigurationError: no model is configured.
         """
         cfg = self.resolved()
+        if cfg["tool_result_role"] == "user":
+            messages = tool_results_as_user(messages)
         request: dict[str, Any] = {"model": cfg["model"], "messages": messages}
         if tools:
+            # Sent explicitly: llama-cpp-python leaves the tools out of the prompt without it.
             request["tools"] = tools
-            if tool_choice:
-                request["tool_choice"] = tool_choice
+            request["tool_choice"] = tool_choice or "auto"
         if cfg["temperature"] is not None:
             request["temperature"] = cfg["temperature"]
+        if cfg["max_tokens"] is not None:
+            request["max_tokens"] = cfg["max_tokens"]
         if self.extra_body:
             request["extra_body"] = self.extra_body
         client = self._sdk(cfg)
@@ -156,6 +178,25 @@ class OpenAIChatClient:
         except ValueError as exc:
             raise RetryableLLMError(f"the model server sent a body that is not JSON: {raw.text[:200]!r}") from exc
         return parse_chat_completion(body)
+
+
+def tool_results_as_user(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rewrite ``tool`` messages as ``user`` messages naming the tool call, for servers
+    whose chat template drops tool messages; the assistant's tool calls stay as they are."""
+    names = {
+        call["id"]: call["function"]["name"]
+        for m in messages
+        if m.get("role") == "assistant"
+        for call in m.get("tool_calls") or []
+    }
+    out = []
+    for m in messages:
+        if m.get("role") == "tool":
+            name = names.get(m.get("tool_call_id"), "the tool")
+            out.append({"role": "user", "content": f"Result of {name}: {m.get('content')}"})
+        else:
+            out.append(m)
+    return out
 
 
 def retry_after(headers: Any) -> float | None:

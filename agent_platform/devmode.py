@@ -81,7 +81,8 @@ class DevMode:
         agents: the agents to serve.
         port: the web app's port.
         host: the web app's address.
-        data_dir: folder of the embedded Redis's data (AOF) and the logs.
+        data_dir: folder of the embedded Redis's data (AOF) and the logs (default
+            ``$AGENT_PLATFORM_DATA_DIR`` or ``.agent-platform``).
         concurrency: the worker's pool size.
         agent_app: ``AGENT_APP`` to use instead of deriving it from ``agents``.
 
@@ -95,14 +96,14 @@ class DevMode:
         agents: list[AssistantAgent],
         port: int = 8001,
         host: str = "127.0.0.1",
-        data_dir: str | Path = ".agent-platform",
+        data_dir: str | Path | None = None,
         concurrency: int = 2,
         agent_app: str | None = None,
     ) -> None:
         self.agents = agents
         self.port = port
         self.host = host
-        self.data_dir = Path(data_dir)
+        self.data_dir = Path(data_dir or os.environ.get("AGENT_PLATFORM_DATA_DIR") or ".agent-platform")
         self.concurrency = concurrency
         self.agent_app = agent_app
         self.redis: EmbeddedRedis | None = None

@@ -96,6 +96,7 @@ class Runtime:
         self.dispatcher = dispatcher
         self.worker = worker
         self.components: ComponentSet = load_components(self.settings.components_path)
+        self._apply_model_component()
         self._clients: dict[str, redis.Redis] = {}
         self._stores: dict[tuple[str, str], WorkflowStore] = {}
         self._histories: dict[str, SessionHistory] = {}
@@ -103,6 +104,16 @@ class Runtime:
         #: Called as ``hook(runtime, meta)`` once a workflow has its final status (after
         #: its session is freed): the callback POST, the response to a calling agent.
         self.finish_hooks: list[Callable[[Runtime, dict[str, Any]], None]] = []
+
+    def _apply_model_component(self) -> None:
+        """Give the agents' OpenAI clients the first ``conversation.openai`` component's
+        values as defaults (below explicit arguments and the environment)."""
+        model = next((c for c in self.components.values() if c.type == "conversation.openai"), None)
+        if model is None:
+            return
+        for agent in self.agents.values():
+            if hasattr(agent.llm, "component_defaults") and not agent.llm.component_defaults:
+                agent.llm.component_defaults = dict(model.metadata)
 
     def close(self) -> None:
         """Close the Redis connections this runtime opened (it can open them again)."""

@@ -69,6 +69,9 @@ class OpenAIChatClient:
         self.max_tokens = max_tokens
         self.tool_result_role = tool_result_role
         self.extra_body = extra_body or {}
+        #: Values of a ``conversation.openai`` component (``key``, ``model``, ``endpoint``,
+        #: ``temperature``), used where neither an argument nor the environment sets one.
+        self.component_defaults: dict[str, str] = {}
         self._client: openai.OpenAI | None = None
         self._lock = threading.Lock()
         self._pid: int | None = None
@@ -83,16 +86,17 @@ class OpenAIChatClient:
             ConfigurationError: no API key and no base URL are configured anywhere.
         """
         env = os.environ
-        base_url = self.base_url or env.get("OPENAI_BASE_URL") or None
-        api_key = self.api_key or env.get("OPENAI_API_KEY")
+        comp = self.component_defaults
+        base_url = self.base_url or env.get("OPENAI_BASE_URL") or comp.get("endpoint") or None
+        api_key = self.api_key or env.get("OPENAI_API_KEY") or comp.get("key")
         if not api_key and not base_url:
             raise ConfigurationError(
                 "no model configured: set OPENAI_API_KEY (and OPENAI_MODEL), or OPENAI_BASE_URL "
                 "for an OpenAI-compatible server, or run dev mode for the embedded model"
             )
         temperature = self.temperature
-        if temperature is None and env.get("AGENT_PLATFORM_LLM_TEMPERATURE"):
-            temperature = float(env["AGENT_PLATFORM_LLM_TEMPERATURE"])
+        if temperature is None and (env.get("AGENT_PLATFORM_LLM_TEMPERATURE") or comp.get("temperature")):
+            temperature = float(env.get("AGENT_PLATFORM_LLM_TEMPERATURE") or comp["temperature"])
         rounds = self.max_tool_rounds
         if rounds is None and env.get("AGENT_PLATFORM_LLM_MAX_TOOL_ROUNDS"):
             rounds = int(env["AGENT_PLATFORM_LLM_MAX_TOOL_ROUNDS"])
@@ -103,7 +107,7 @@ class OpenAIChatClient:
         if role not in ("tool", "user"):
             raise ConfigurationError(f"tool_result_role must be 'tool' or 'user', not {role!r}")
         return {
-            "model": self.model or env.get("OPENAI_MODEL") or DEFAULT_MODEL,
+            "model": self.model or env.get("OPENAI_MODEL") or comp.get("model") or DEFAULT_MODEL,
             "base_url": base_url,
             "api_key": api_key or "not-needed",
             "temperature": temperature,

@@ -139,9 +139,11 @@ def worker(ctx: click.Context, app: str | None) -> None:
 @click.option("--bind", default=None, help="host:port (default 0.0.0.0:$PORT or :8000).")
 @click.pass_context
 def web(ctx: click.Context, app: str | None, bind: str | None) -> None:
-    """``gunicorn "web:create_app()"`` with threaded workers (for SSE)."""
+    """``gunicorn "web:create_app()"`` as the Procfile runs it: $WEB_CONCURRENCY processes of
+    $WEB_THREADS threads (an open event stream holds one), no more connections than threads."""
     _use_app(app)
     bind = bind or f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+    threads = os.environ.get("WEB_THREADS", "32")
     _exec(
         [
             sys.executable,
@@ -150,10 +152,16 @@ def web(ctx: click.Context, app: str | None, bind: str | None) -> None:
             "web:create_app()",
             "--bind",
             bind,
+            "--workers",
+            os.environ.get("WEB_CONCURRENCY", "2"),
             "--worker-class",
             "gthread",
             "--threads",
-            "8",
+            threads,
+            "--worker-connections",
+            threads,
+            "--keep-alive",
+            "0",
             *ctx.args,
         ]
     )
@@ -171,6 +179,23 @@ def flower(ctx: click.Context, app: str | None) -> None:
     _exec([*argv, *ctx.args])
 
 
+@main.command()
+@click.option("--app", default=None, help="module:attribute (default $AGENT_APP).")
+@click.option("--agent", "agents", multiple=True, help="Subscribe only this agent (repeatable; default: all loaded).")
+def bus(app: str | None, agents: tuple[str, ...]) -> None:
+    """The message bus: turn messages on the agents' topics into workflow starts and events."""
+    import logging
+
+    from .bus.consumer import run_bus
+
+    _use_app(app)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s: %(levelname)s/%(name)s] %(message)s")
+    try:
+        run_bus(_runtime(), list(agents) or None)
+    except AgentPlatformError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 @main.group()
 def components() -> None:
     """Component files (Dapr format)."""
@@ -179,14 +204,17 @@ def components() -> None:
 @components.command("check")
 @click.argument("path", required=False)
 def components_check(path: str | None) -> None:
-    """Validate a components folder; say which file and field is wrong."""
+    """Validate a components folder; say which file and field is wrong (the files
+    themselves: REDIS_URL, which overrides their hosts, does not hide a missing field)."""
     from .components import load_components, redis_target
 
+    files_only = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     try:
         found = load_components(path)
         for name, component in sorted(found.items()):
             line = f"ok  {name:<24} {component.type:<20} {component.path}"
             if component.type in ("state.redis", "pubsub.redis"):
+                redis_target(component, files_only)
                 line += f"  {redis_target(component).redacted_url()}"
             click.echo(line)
         for name, component in sorted(found.skipped.items()):

@@ -28,6 +28,13 @@ ENV_FIELDS: dict[str, str] = {
     "AGENT_PLATFORM_API_TOKEN": "api_token",
     "AGENT_PLATFORM_MAX_REQUEST_BYTES": "max_request_bytes",
     "AGENT_PLATFORM_FAULT": "fault",
+    "AGENT_PLATFORM_REGISTRY_HEARTBEAT": "registry_heartbeat",
+    "AGENT_PLATFORM_REGISTRY_STALE_AFTER": "registry_stale_after",
+    "AGENT_PLATFORM_BUS_MAXLEN": "bus_maxlen",
+    "AGENT_PLATFORM_BUS_BROADCAST_TOPIC": "bus_broadcast_topic",
+    "AGENT_PLATFORM_BUS_CLAIM_IDLE": "bus_claim_idle",
+    "AGENT_PLATFORM_BUS_BLOCK": "bus_block",
+    "AGENT_PLATFORM_BUS_DEDUP_TTL": "bus_dedup_ttl",
 }
 
 
@@ -53,7 +60,17 @@ class Settings:
         llm_backoff_max: ceiling of one backoff in seconds.
         api_token: when set, every route but ``/health`` needs ``Authorization: Bearer``.
         max_request_bytes: largest accepted HTTP request body (413 above it).
-        fault: fault-injection point for crash tests (``exit_after_checkpoint:<kind>``).
+        fault: fault-injection point for crash tests (``exit_after_checkpoint:<kind>``,
+            ``bus_exit_before_ack``).
+        registry_heartbeat: seconds between two registry heartbeats of a worker.
+        registry_stale_after: seconds after which ``GET /agents`` marks an agent stale
+            (0: three heartbeat intervals).
+        bus_maxlen: approximate cap of each topic stream (``XADD MAXLEN ~``).
+        bus_broadcast_topic: the topic every agent receives broadcasts on.
+        bus_claim_idle: seconds a bus message may stay unacknowledged before another
+            consumer claims it (``XAUTOCLAIM`` min-idle-time).
+        bus_block: seconds one ``XREADGROUP BLOCK`` waits for messages.
+        bus_dedup_ttl: seconds a handled message id is remembered (duplicates dropped).
     """
 
     agent_app: str | None = None
@@ -70,6 +87,13 @@ class Settings:
     api_token: str | None = None
     max_request_bytes: int = 1_000_000
     fault: str | None = None
+    registry_heartbeat: float = 5.0
+    registry_stale_after: float = 0.0
+    bus_maxlen: int = 10_000
+    bus_broadcast_topic: str = "beacon_channel"
+    bus_claim_idle: float = 30.0
+    bus_block: float = 1.0
+    bus_dedup_ttl: float = 24 * 3600.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -8,6 +8,7 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
+from agent_platform.bus.responses import install as install_bus
 from agent_platform.runtime import Runtime
 from agent_platform.settings import Settings
 
@@ -33,6 +34,7 @@ def celery_config(runtime: Runtime) -> dict[str, Any]:
         "broker_connection_max_retries": None,
         "broker_transport_options": {
             "visibility_timeout": settings.visibility_timeout,
+            **restore_cadence(settings.visibility_timeout),
             "socket_keepalive": True,
             "health_check_interval": 10,
         },
@@ -52,6 +54,19 @@ def celery_config(runtime: Runtime) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "enable_utc": True,
     }
+
+
+def restore_cadence(visibility_timeout: float) -> dict[str, Any]:
+    """kombu's sweep for unacknowledged messages older than the visibility timeout, every
+    ``visibility_timeout / 2`` seconds (between 1 and 100).
+
+    kombu's default sweep runs every ``unacked_restore_interval * unacked_restore_throttle``
+    = 10 * 10 s, whatever the timeout, so a short timeout would be honoured only after
+    up to 100 s; with the default hour the default cadence is kept.
+    """
+    period = min(100.0, max(1.0, visibility_timeout / 2))
+    interval = min(10.0, period)
+    return {"unacked_restore_interval": interval, "unacked_restore_throttle": max(1, round(period / interval))}
 
 
 def create_celery(settings: Settings | None = None, runtime: Runtime | None = None) -> Celery:
@@ -76,5 +91,6 @@ def create_celery(settings: Settings | None = None, runtime: Runtime | None = No
     app.runtime = runtime  # type: ignore[attr-defined]
     register_steps(app, runtime)
     register_callbacks(app, runtime)
+    install_bus(runtime)  # a triggered turn's answer goes back to its caller (finish hook)
     install_worker_hooks(app, runtime)
     return app

@@ -1,4 +1,5 @@
-"""Hooks that run inside a Celery worker: the sweeper timer (no extra process needed)."""
+"""Hooks that run inside a Celery worker: the sweeper timer and the registry heartbeat
+(no extra process needed)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 from celery import signals
 
 from agent_platform.engine.sweeper import sweep_once
+from agent_platform.registry import RegistryHeartbeat
 
 log = logging.getLogger("agent_platform.worker")
 
@@ -36,20 +38,37 @@ class SweeperThread(threading.Thread):
 
 
 def install_worker_hooks(app: Any, runtime: Any) -> None:
-    """Start the sweeper when this app's worker is ready; stop it at shutdown."""
-    state: dict[str, SweeperThread] = {}
+    """Start the sweeper and the registry heartbeat when this app's worker is ready; stop
+    them at shutdown."""
+    state: dict[str, Any] = {}
 
     def on_ready(sender: Any = None, **_: Any) -> None:
         if getattr(sender, "app", None) is not app or not runtime.agents:
             return
         state["sweeper"] = SweeperThread(runtime)
         state["sweeper"].start()
+        state["registry"] = RegistryHeartbeat(
+            runtime, getattr(sender, "hostname", "") or "", served_agents(app, runtime)
+        )
+        state["registry"].start()
         log.info("agent-platform worker ready: agents %s", ", ".join(runtime.agents))
 
     def on_shutdown(sender: Any = None, **_: Any) -> None:
-        sweeper = state.pop("sweeper", None)
-        if sweeper is not None:
-            sweeper.stopped.set()
+        for name in ("sweeper", "registry"):
+            thread = state.pop(name, None)
+            if thread is not None:
+                thread.stopped.set()
 
     signals.worker_ready.connect(on_ready, weak=False)
     signals.worker_shutdown.connect(on_shutdown, weak=False)
+
+
+def served_agents(app: Any, runtime: Any) -> Any:
+    """A callable naming the loaded agents whose queue this worker consumes (all of them
+    without ``-Q``; ``-Q agent.<name>`` narrows it)."""
+
+    def names() -> list[str]:
+        selected = app.amqp.queues.consume_from or app.amqp.queues
+        return [a.name for a in runtime.agents.values() if a.queue in selected]
+
+    return names

@@ -51,6 +51,8 @@ def ready() -> Any:
 
 @api.get("/agents")
 def agents() -> Any:
-    """The agents this service runs (the registry of other processes: see the bus)."""
-    runtime = current_app.extensions["agent_platform"]
-    return {"agents": [agent.describe() for agent in runtime.agents.values()]}
+    """The agent registry: every agent with its topic, queue, tools and last worker
+    heartbeat; ``stale: true`` when no worker refreshed it lately (or ever)."""
+    from agent_platform.registry import list_agents
+
+    return {"agents": list_agents(current_app.extensions["agent_platform"])}

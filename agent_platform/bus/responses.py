@@ -1,0 +1,100 @@
+"""Publishing a triggered turn's answer to its caller, as a finish hook (DESIGN section 5).
+
+A workflow started by a :class:`~agent_platform.bus.messages.TriggerAction` carries
+``metadata.reply_to = {agent, workflow_id, event}``. When it reaches a final status
+(COMPLETED, FAILED or TERMINATED: a finish hook of :func:`engine.runner.finish_workflow`),
+an :class:`~agent_platform.bus.messages.AgentTaskResponse` goes to the caller's topic. The
+hook runs at most once per workflow (a ``SET NX`` marker, like the callback's), and the
+message id is derived from the workflow id, so a duplicate is dropped by the receiver.
+
+:func:`install` also makes the process's runtime known to agent tools (their ``begin``
+publishes through it); ``tasks.create_celery`` calls it in workers, the web app and the bus.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..errors import ConfigurationError
+from .messages import AgentTaskResponse, envelope
+from .streams import bus_for
+
+log = logging.getLogger("agent_platform.bus")
+
+MARKER_TTL = 7 * 24 * 3600
+_current: Any = None
+
+
+def install(runtime: Any) -> None:
+    """Register :func:`publish_response` as a finish hook of ``runtime`` (once) and make
+    it the runtime agent tools publish through."""
+    global _current
+    _current = runtime
+    if publish_response not in runtime.finish_hooks:
+        runtime.finish_hooks.append(publish_response)
+
+
+def current_runtime() -> Any:
+    """The runtime given to :func:`install` in this process.
+
+    Raises:
+        ConfigurationError: nothing was installed (no Celery app was built here).
+    """
+    if _current is None:
+        raise ConfigurationError("the message bus is not installed in this process (tasks.create_celery does it)")
+    return _current
+
+
+def source_of(agent: str) -> str:
+    """The CloudEvents ``source`` of messages an agent sends: ``agent-platform/<agent>``."""
+    return f"agent-platform/{agent}"
+
+
+def response_for(meta: dict[str, Any]) -> AgentTaskResponse | None:
+    """The answer of a finished workflow to its caller, or None when nobody called it."""
+    reply_to = (meta.get("metadata") or {}).get("reply_to")
+    if not isinstance(reply_to, dict) or not reply_to.get("workflow_id"):
+        return None
+    status = meta["runtime_status"]
+    error = None
+    if status == "FAILED":
+        details = meta.get("failure_details") or {}
+        error = f"agent {meta['agent']} failed: {details.get('type', 'Error')}: {details.get('message', '')}"
+    elif status == "TERMINATED":
+        reason = meta.get("termination_reason")
+        error = f"agent {meta['agent']}'s turn was terminated" + (f": {reason}" if reason else "")
+    return AgentTaskResponse(
+        workflow_id=reply_to["workflow_id"],
+        event=reply_to["event"],
+        agent=meta["agent"],
+        source_workflow_id=meta["instance_id"],
+        status=status,
+        result=meta.get("output") if status == "COMPLETED" else None,
+        error=error,
+    )
+
+
+def publish_response(runtime: Any, meta: dict[str, Any]) -> None:
+    """Finish hook: send the :class:`AgentTaskResponse` of a triggered turn, once.
+
+    The caller's consumer group is created first if missing, so the answer waits for a
+    bus that is not running yet.
+    """
+    response = response_for(meta)
+    if response is None:
+        return
+    store = runtime.store_for(meta["agent"])
+    if not store.client.set(store.key(meta["instance_id"], "bus-response"), "1", nx=True, ex=MARKER_TTL):
+        return
+    caller = meta["metadata"]["reply_to"]["agent"]
+    event = envelope(response, source_of(meta["agent"]), message_id=f"{meta['instance_id']}:response")
+    bus_for(runtime, runtime.agent(meta["agent"])).publish(caller, event, group=caller)
+    log.info(
+        "published the %s answer of %s (workflow %s) to %s for workflow %s",
+        response.status,
+        meta["agent"],
+        meta["instance_id"],
+        caller,
+        response.workflow_id,
+    )

@@ -26,13 +26,16 @@ def follow_steps(
     deadline = None if timeout is None else time.monotonic() + timeout
     last = after
     while True:
-        records = store.steps(workflow_id, after=last) or store.wait_steps(workflow_id, last, block_ms)
+        records = store.steps(workflow_id, after=last)
+        if not records:
+            # A final status is checkpointed with the last record: once it is final,
+            # every record is readable (checked again in case it landed meanwhile).
+            if store.meta(workflow_id)["runtime_status"] in TERMINAL and not store.steps(workflow_id, after=last):
+                return
+            records = store.wait_steps(workflow_id, last, block_ms)
         for record in records:
             last = record["seq"]
             yield record
-        if not records and store.meta(workflow_id)["runtime_status"] in TERMINAL:
-            if not store.steps(workflow_id, after=last):
-                return
         if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError(f"workflow {workflow_id} did not end within {timeout} s")
 

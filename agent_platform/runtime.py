@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -37,6 +39,7 @@ def load_agents(spec: str | None) -> list[AssistantAgent]:
     """
     if not spec:
         raise ConfigurationError("AGENT_APP is not set: name the agent(s) as module:attribute")
+    _importable_cwd()
     agents: list[AssistantAgent] = []
     for part in (p.strip() for p in spec.split(",") if p.strip()):
         module_name, _, attr = part.partition(":")
@@ -58,6 +61,14 @@ def load_agents(spec: str | None) -> list[AssistantAgent]:
     if len(set(names)) != len(names):
         raise ConfigurationError(f"AGENT_APP names two agents with one name: {names}")
     return agents
+
+
+def _importable_cwd() -> None:
+    """Let AGENT_APP name modules of the working directory, as ``flask --app`` does:
+    ``celery``, ``flower`` and console scripts do not put it on ``sys.path``."""
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.insert(0, cwd)
 
 
 def redis_client(url: str) -> redis.Redis:

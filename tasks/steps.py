@@ -15,7 +15,8 @@ def register_steps(app: Any, runtime: Any) -> None:
 
     Each task runs :func:`agent_platform.engine.runner.run_step`; its keyword arguments
     (agent, workflow_id, kind, step_seq, call_index, attempt, tool) show in Flower. A
-    bug in a step marks the workflow FAILED and re-raises, so the task shows as failed.
+    step that ends its workflow FAILED fails its task too (a bug re-raises; other failures
+    raise :class:`StepFailed` with the failure details), so Flower shows it failed.
     """
     for kind in STEP_KINDS:
         _register(app, runtime, kind)
@@ -33,7 +34,10 @@ def _register(app: Any, runtime: Any, kind: str) -> None:
         tool: str | None = None,
     ) -> str:
         message = StepMessage(agent, workflow_id, kind, int(step_seq), call_index, int(attempt), tool)
-        return run_step(runtime, message, worker=self.request.hostname or "")
+        result = run_step(runtime, message, worker=self.request.hostname or "")
+        if result == "failed":
+            raise StepFailed(_failure_text(runtime, message))
+        return result
 
     step.__name__ = f"step_{kind}"
     step.__doc__ = f"Run the {kind} step of a workflow (see agent_platform.engine.steps.run_{kind})."
@@ -45,4 +49,19 @@ def _register(app: Any, runtime: Any, kind: str) -> None:
         reject_on_worker_lost=True,
         typing=False,
         shared=False,
+        throws=(StepFailed,),  # an expected failure: logged without a traceback
     )(step)
+
+
+class StepFailed(Exception):
+    """This step ended its workflow FAILED (LLM retries exhausted, a refused request...):
+    the Celery task fails with the failure details, so Flower shows it failed."""
+
+
+def _failure_text(runtime: Any, message: StepMessage) -> str:
+    try:
+        details = runtime.store_for(message.agent).meta(message.workflow_id).get("failure_details") or {}
+    except Exception:  # the status cannot be read: still fail the task
+        details = {}
+    what = f"{details.get('type', 'error')}: {details.get('message', 'see the workflow status')}"
+    return f"workflow {message.workflow_id} FAILED at {message.kind} step {message.step_seq}: {what}"

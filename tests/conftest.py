@@ -5,7 +5,8 @@
 - ``model_server`` (session) / ``model`` (function): the ScriptedModel, reset per test.
 - ``platform`` (module): Celery workers + ``web.create_app()`` over HTTP for the agent
   named by the module's ``AGENT_APP`` (default ``tests.agents:travel_buddy``), with
-  ``PLATFORM_WORKERS`` workers (default 1) of ``PLATFORM_CONCURRENCY`` (default 2).
+  ``PLATFORM_WORKERS`` workers (default 1) of ``PLATFORM_CONCURRENCY`` (default 2) and
+  the extra platform variables of ``PLATFORM_ENV`` (a dict, e.g. a short lease TTL).
 - ``api`` (function): the platform's HTTP client, on a clean Redis and a reset model.
 
 On a failed test, the worker logs written during it are printed.
@@ -73,7 +74,10 @@ def platform(
 ) -> Iterator[Platform]:
     module = request.module
     env = platform_env(
-        redis_server.url, model_server.base_url, getattr(module, "AGENT_APP", "tests.agents:travel_buddy")
+        redis_server.url,
+        model_server.base_url,
+        getattr(module, "AGENT_APP", "tests.agents:travel_buddy"),
+        **getattr(module, "PLATFORM_ENV", {}),
     )
     log_dir = tmp_path_factory.mktemp(f"workers-{module.__name__.rsplit('.', 1)[-1]}")
     with running_platform(

@@ -22,10 +22,14 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from celery.exceptions import DuplicateTaskNameWarning
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from agent_platform.settings import ENV_FIELDS
+
+try:
+    from celery.exceptions import DuplicateTaskNameWarning
+except ImportError:  # Celery before 5.7 registers a duplicate task name silently
+    DuplicateTaskNameWarning = None  # type: ignore[assignment,misc]
 
 from .workers import REPO, Stack, apply_env
 
@@ -245,7 +249,8 @@ def create_web_app() -> Any:
 
     app = web.create_app()
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DuplicateTaskNameWarning)
+        if DuplicateTaskNameWarning is not None:
+            warnings.simplefilter("ignore", DuplicateTaskNameWarning)
         app.extensions["agent_platform.celery"].finalize(auto=True)
     return app
 
@@ -273,3 +278,49 @@ def running_platform(
             if platform is not None:
                 platform.stop_web()
             stack.stop()
+
+
+# -- step-log checks --------------------------------------------------------------------
+
+
+def chain_problems(steps: list[dict[str, Any]]) -> list[str]:
+    """What is wrong with a step log as a chain of checkpoints (empty: nothing).
+
+    A sound log reads ``start, (llm, tool...)*, llm, finish`` once retries (``retry``
+    records) and raised events are set aside: each ``llm`` that calls tools is followed by
+    exactly one result per call id (in any order), a call id is never answered twice,
+    and no step kind is checkpointed twice at one position of the chain. A log of a
+    turn that ended early (terminated, failed) may stop anywhere.
+    """
+    problems: list[str] = []
+    expect: set[str] = {"start"}
+    pending: set[str] = set()
+    answered: set[str] = set()
+    for record in steps:
+        kind, status = record["kind"], record["status"]
+        if kind in ("event", "message") or status == "retry":
+            continue
+        where = f"seq {record['seq']} ({kind}/{status})"
+        if kind not in expect:
+            problems.append(f"{where}: expected one of {sorted(expect)}")
+        if kind == "start":
+            expect = {"llm"}
+        elif kind == "llm":
+            calls = [c["id"] for c in record["data"].get("tool_calls") or []]
+            if status == "ok" and calls and not record["data"].get("ignored_tool_calls"):
+                pending = set(calls)
+                expect = {"tool"}
+            else:
+                expect = {"finish"}
+        elif kind == "tool":
+            call_id = record["data"]["call_id"]
+            if call_id in answered:
+                problems.append(f"{where}: tool call {call_id} answered twice")
+            elif call_id not in pending:
+                problems.append(f"{where}: tool call {call_id} was not asked for")
+            answered.add(call_id)
+            pending.discard(call_id)
+            expect = {"tool"} if pending else {"llm"}
+        elif kind == "finish":
+            expect = set()
+    return problems

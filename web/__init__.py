@@ -80,9 +80,10 @@ def create_app(test_config: dict[str, Any] | None = None, runtime: Runtime | Non
         """The OpenAPI 3 document of this API."""
         return app.api_doc
 
-    from . import routes, system
+    from . import events, routes, system
 
     app.register_api(routes.api)
     app.register_api(system.api)
+    app.register_api(events.api)
     install_error_handlers(app)
     return app

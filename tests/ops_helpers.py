@@ -1,0 +1,271 @@
+"""Helpers of the operations tests: an SSE client, Procfile processes, a Redis with a
+password, process-tree checks. Real processes and real HTTP; waits have deadlines."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
+
+import httpx
+import redis
+
+from agent_platform.embedded_redis import find_redis_server
+from agent_platform.processes import free_port, tail
+
+from .helpers import PLATFORM_VARS
+from .workers import REPO, wait_until
+
+PROCFILE = REPO / "Procfile"
+
+
+# -- Server-Sent Events -----------------------------------------------------------------
+
+
+@dataclass
+class SseEvent:
+    """One dispatched event: ``event`` (default ``message``), ``data`` (JSON-decoded), ``id``."""
+
+    event: str
+    data: Any
+    id: str | None
+
+
+class SseStream:
+    """A ``GET`` of a ``text/event-stream``, read event by event (comments are skipped).
+
+    Opening returns once the response headers arrived. Reads time out after
+    ``read_timeout`` s without a byte (the server sends a comment every ~15 s at most).
+    """
+
+    def __init__(
+        self, client: httpx.Client, url: str, headers: dict[str, str] | None = None, read_timeout: float = 20.0
+    ) -> None:
+        timeout = httpx.Timeout(10.0, read=read_timeout)
+        self._context = client.stream("GET", url, headers=headers, timeout=timeout)
+        self.response = self._context.__enter__()
+        self._lines = self.response.iter_lines()
+        self.comments: list[str] = []
+
+    def next_event(self) -> SseEvent | None:
+        """The next event, or None when the server ended the stream."""
+        fields: dict[str, list[str]] = {}
+        for line in self._lines:
+            if line == "":
+                if "data" in fields:
+                    data = "\n".join(fields["data"])
+                    event_id = fields["id"][-1] if "id" in fields else None
+                    return SseEvent(fields.get("event", ["message"])[-1], json.loads(data), event_id)
+                fields = {}
+                continue
+            if line.startswith(":"):
+                self.comments.append(line[1:].strip())
+                continue
+            name, _, value = line.partition(":")
+            fields.setdefault(name, []).append(value[1:] if value.startswith(" ") else value)
+        return None
+
+    def read_to_end(self) -> list[SseEvent]:
+        """Every remaining event until the server ends the stream."""
+        events = []
+        while (event := self.next_event()) is not None:
+            events.append(event)
+        return events
+
+    def close(self) -> None:
+        self._context.__exit__(None, None, None)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# -- Procfile processes -----------------------------------------------------------------
+
+
+def procfile_command(process_type: str) -> str:
+    """The command of ``process_type`` in the repository's Procfile, as written."""
+    for line in PROCFILE.read_text().splitlines():
+        name, sep, command = line.partition(":")
+        if sep and name.strip() == process_type:
+            return command.strip()
+    raise AssertionError(f"no {process_type!r} line in {PROCFILE}")
+
+
+def process_env(changes: dict[str, str]) -> dict[str, str]:
+    """This environment without the platform's variables, with ``changes``, and with this
+    interpreter's scripts folder first on PATH (gunicorn, celery, honcho live there)."""
+    env = {k: v for k, v in os.environ.items() if k not in PLATFORM_VARS and k not in ("PYTHONPATH", "PORT")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(changes)
+    return env
+
+
+class Proc:
+    """A subprocess in its own session, its output in a log file."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path, cwd: Path = REPO) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait_for(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
+        """Wait until ``pattern`` (a regex) is in the output; fail early if the process ends."""
+
+        def search() -> re.Match[str] | None:
+            found = re.search(pattern, self.log())
+            if found is None and not self.alive():
+                raise AssertionError(f"process exited with {self.proc.returncode}:\n{tail(self.log_path, 60)}")
+            return found
+
+        return wait_until(search, timeout, 0.1, f"{pattern!r} in {self.log_path.name}")
+
+    def terminate(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM the process only (not its group) and wait; returns its exit code."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        return self.proc.poll()
+
+    def stop(self) -> None:
+        """SIGTERM the whole group, then SIGKILL what is left; close the log."""
+        if self.alive():
+            try:
+                os.killpg(self.pid, signal.SIGTERM)
+                self.proc.wait(30)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            pass
+        if not self._log.closed:
+            self._log.close()
+
+
+def shell_procfile_line(process_type: str, env: dict[str, str], log_path: Path) -> Proc:
+    """Run one Procfile line as honcho and Heroku do (``sh -c``), ``exec`` so that the
+    server itself gets the signals."""
+    return Proc(["/bin/sh", "-c", f"exec {procfile_command(process_type)}"], env, log_path)
+
+
+def wait_http(url: str, timeout: float = 60.0, auth: Any = None, status: int = 200) -> httpx.Response:
+    """Poll ``url`` until it answers ``status``."""
+
+    def probe() -> httpx.Response | None:
+        try:
+            response = httpx.get(url, timeout=5, auth=auth)
+        except httpx.TransportError:
+            return None
+        return response if response.status_code == status else None
+
+    return wait_until(probe, timeout, 0.2, f"{url} to answer {status}")
+
+
+# -- processes --------------------------------------------------------------------------
+
+
+def process_groups() -> dict[int, int]:
+    """pid -> process group id of every live (non-zombie) process, from /proc."""
+    groups: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()  # state ppid pgrp ...
+        if fields[0] != "Z":
+            groups[int(entry.name)] = int(fields[2])
+    return groups
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live descendant of ``pid``."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents.setdefault(int(stat[stat.rfind(")") + 2 :].split()[1]), []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+# -- a Redis with a password ------------------------------------------------------------
+
+
+class PasswordRedis:
+    """A private redis-server with ``requirepass`` (no persistence) on a free port."""
+
+    def __init__(self, data_dir: Path, password: str) -> None:
+        self.password = password
+        self.port = free_port()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1", "--requirepass", password,
+            "--save", "", "--appendonly", "no", "--dir", str(data_dir),
+        ]  # fmt: skip
+        self._proc = Proc(args, dict(os.environ), data_dir / "redis.log")
+        client = redis.Redis(port=self.port, password=password)
+        try:
+            wait_until(lambda: self._ping(client), 10, 0.05, "the password-protected redis-server")
+        finally:
+            client.close()
+
+    def _ping(self, client: redis.Redis) -> bool:
+        if not self._proc.alive():
+            raise AssertionError(f"redis-server exited:\n{self._proc.log()}")
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            return False
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        self._proc.stop()
+
+
+def dotenv(values: dict[str, str]) -> str:
+    """A ``.env`` file's text (honcho's format: KEY=value lines)."""
+    return "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())

@@ -1,0 +1,136 @@
+"""``GET /workflows/<id>/events``: the step log as Server-Sent Events (DESIGN section 6).
+
+Every step record is one event (``id: <seq>``, ``event: step``, ``data: <record JSON>``)
+as soon as it is checkpointed (Redis Streams ``XREAD BLOCK`` on the step log); once the
+workflow has a final status and every record was sent, one ``event: status`` carries
+the status JSON of ``GET /workflows/<id>`` and the stream ends. ``Last-Event-ID`` (or
+``?last_event_id=``) resumes after that step: nothing is skipped or sent twice. A
+comment line goes out every ~15 s while nothing happens, so proxies keep the
+connection and a vanished client is noticed. If the workflow is purged meanwhile, or
+Redis stops answering, one ``event: stream_error`` (``{"error": {"code", "message"}}``)
+ends the stream.
+
+Each open stream holds one thread of the web server (run gunicorn with gthread
+workers) and one Redis connection taken from the process's pool for the stream's
+lifetime (a blocking ``XREAD`` must not share a connection; it goes back at the end).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+from flask import Response, current_app, request, stream_with_context
+from flask_openapi3 import APIBlueprint, Tag
+from pydantic import BaseModel, Field
+
+from agent_platform.errors import ValidationError, WorkflowNotFound
+from agent_platform.status import public_status
+from agent_platform.store.workflows import TERMINAL, WorkflowStore
+
+from .schemas import ErrorResponse, WorkflowPath
+
+log = logging.getLogger("agent_platform.web")
+
+#: Seconds without an event after which a keep-alive comment line is sent.
+KEEPALIVE_SECONDS = 15.0
+#: Milliseconds one ``XREAD BLOCK`` waits; the status is re-read after each empty wait.
+BLOCK_MS = 1000
+
+events_tag = Tag(name="events", description="Follow a workflow live (Server-Sent Events)")
+api = APIBlueprint("events", __name__, abp_tags=[events_tag], abp_responses={"4XX": ErrorResponse})
+
+EVENT_STREAM = {
+    "description": "text/event-stream: `step` events (id = seq, data = step record), then one `status` event",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+}
+
+
+class EventsQuery(BaseModel):
+    """Query of ``GET /workflows/<id>/events``."""
+
+    last_event_id: int | None = Field(
+        default=None, ge=-1, description="Resume after this step seq (the Last-Event-ID header wins)"
+    )
+
+
+@api.get("/workflows/<workflow_id>/events", responses={200: EVENT_STREAM})
+def workflow_events(path: WorkflowPath, query: EventsQuery) -> Any:
+    """Server-Sent Events: each step as it is checkpointed, then the final status.
+
+    ``Last-Event-ID`` (or ``?last_event_id=``) resumes after that step's seq.
+    """
+    after = _last_event_id(query.last_event_id)
+    store = current_app.extensions["agent_platform"].find_store(path.workflow_id)  # 404 before streaming
+    stream = stream_with_context(_events(store, path.workflow_id, after))
+    return Response(
+        stream,
+        mimetype="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _last_event_id(from_query: int | None) -> int:
+    header = request.headers.get("Last-Event-ID")
+    if header is None or not header.strip():
+        return -1 if from_query is None else from_query
+    try:
+        value = int(header.strip())
+    except ValueError:
+        raise ValidationError(f"Last-Event-ID must be a step sequence number, got {header!r}") from None
+    if value < -1:
+        raise ValidationError(f"Last-Event-ID must be >= -1, got {value}")
+    return value
+
+
+def sse(data: Any, event: str | None = None, event_id: int | None = None) -> str:
+    """One Server-Sent Event: optional ``id:`` and ``event:`` lines, a ``data:`` line of JSON."""
+    head = "" if event_id is None else f"id: {event_id}\n"
+    head += "" if event is None else f"event: {event}\n"
+    return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def _events(shared: WorkflowStore, workflow_id: str, after: int) -> Iterator[str]:
+    yield ": connected\n\n"  # sends the headers now: the client knows it is following
+    client = None
+    last, quiet_since = after, time.monotonic()
+    try:
+        # One connection from the shared pool for the whole stream (redis-py's
+        # single_connection_client), handed back when the stream ends or the client leaves.
+        client = redis.Redis(connection_pool=shared.client.connection_pool, single_connection_client=True)
+        store = WorkflowStore(client, "", shared.base)
+        while True:
+            records = store.steps(workflow_id, after=last)
+            if not records:
+                # The final status and the last record are written by one atomic
+                # checkpoint: once the status is final, every record is readable.
+                meta = store.meta(workflow_id)
+                if meta["runtime_status"] in TERMINAL and not store.steps(workflow_id, after=last, count=1):
+                    yield sse(public_status(meta), "status")
+                    return
+                records = store.wait_steps(workflow_id, last, BLOCK_MS)
+            for record in records:
+                last = record["seq"]
+                yield sse(record, "step", last)
+            if records:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= KEEPALIVE_SECONDS:
+                quiet_since = time.monotonic()
+                yield ": keep-alive\n\n"
+    except WorkflowNotFound:
+        yield _stream_error("workflow_not_found", f"workflow {workflow_id!r} was purged")
+    except redis.RedisError as exc:
+        log.warning("event stream of %s ended: %s: %s", workflow_id, type(exc).__name__, exc)
+        yield _stream_error("unavailable", "the state store is unreachable; reconnect with Last-Event-ID")
+    finally:
+        if client is not None:
+            client.close()
+
+
+def _stream_error(code: str, message: str) -> str:
+    # Not "error": that name is EventSource's own connection-error event.
+    return sse({"error": {"code": code, "message": message}}, "stream_error")

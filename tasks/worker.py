@@ -26,6 +26,10 @@ class SweeperThread(threading.Thread):
 
     def run(self) -> None:
         interval = self.runtime.settings.sweep_interval
+        try:  # once at start: take over the steps of dead processes of this host now
+            sweep_once(self.runtime, everything=True)
+        except Exception as exc:
+            log.warning("start-up sweep failed: %s", exc)
         while not self.stopped.wait(interval):
             try:
                 for store in self.runtime.stores():

@@ -10,51 +10,26 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import threading
-import uuid
 from typing import Any
+
+import redis
 
 from ..errors import WorkflowNotFound
 from ..store.workflows import TERMINAL, WorkflowStore
 from .dispatch import StepMessage
+from .leases import keeper, new_token
 from .steps import STEP_FUNCTIONS, Outcome, StepContext, fail
 
 log = logging.getLogger("agent_platform.engine")
-
-
-class Heartbeat:
-    """Renews a step lease every ``ttl / 3`` seconds in a daemon thread while the step runs."""
-
-    def __init__(self, store: WorkflowStore, message: StepMessage, token: str, ttl: float) -> None:
-        self.store, self.message, self.token, self.ttl = store, message, token, ttl
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{message.workflow_id}", daemon=True)
-
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        m = self.message
-        while not self._stop.wait(self.ttl / 3):
-            try:
-                if not self.store.renew_lease(m.workflow_id, m.step_seq, m.call_index, self.token, self.ttl):
-                    log.warning("lease of %s step %s/%s was lost", m.workflow_id, m.kind, m.step_seq)
-                self.store.set_due(m.workflow_id, self.ttl)
-            except Exception as exc:  # Redis restarting: keep trying; fencing keeps us safe
-                log.warning("heartbeat of %s failed: %s", m.workflow_id, exc)
 
 
 def run_step(runtime: Any, message: StepMessage, worker: str = "") -> str:
     """Run ``message``'s step if it is still due; return what happened (for logs and tests).
 
     Returns:
-        ``done``, ``retry``, or why nothing ran: ``missing``, ``finished``, ``suspended``,
-        ``stale``, ``waiting`` (its session is busy), ``duplicate``, ``leased``, ``fenced``.
+        ``done``, ``retry``, ``failed`` (this step ended the workflow FAILED), or why
+        nothing ran: ``missing``, ``finished``, ``suspended``, ``stale``, ``waiting`` (its
+        session is busy), ``duplicate``, ``leased``, ``fenced``.
 
     Raises:
         Exception: a bug inside a step, after the workflow was marked FAILED (so Celery
@@ -62,39 +37,45 @@ def run_step(runtime: Any, message: StepMessage, worker: str = "") -> str:
     """
     agent = runtime.agent(message.agent)
     store = runtime.store_for(agent)
-    try:
-        meta = store.meta(message.workflow_id)
-    except WorkflowNotFound:
-        return "missing"
-    verdict = _precheck(runtime, store, meta, message)
-    if verdict:
-        return verdict
-    token = uuid.uuid4().hex
+    token = new_token()
     ttl = runtime.settings.lease_ttl
-    if not store.acquire_lease(message.workflow_id, message.step_seq, message.call_index, token, ttl):
+    leased, done, meta = store.open_step(message.workflow_id, message.step_seq, message.call_index, token, ttl)
+    if not leased:
         return "leased"
+    released = False
     error: BaseException | None = None
     try:
-        store.set_due(message.workflow_id, ttl)
-        # Re-read under the lease: the holder before us may have checkpointed meanwhile.
-        meta = store.meta(message.workflow_id)
-        verdict = _precheck(runtime, store, meta, message)
+        verdict = (
+            "missing" if meta is None else (_precheck(runtime, store, meta, message) or ("duplicate" if done else ""))
+        )
         if verdict:
             return verdict
+        assert meta is not None
         ctx = StepContext(agent, store, runtime.history_for(agent), runtime.settings, meta, message, worker)
-        with Heartbeat(store, message, token, ttl):
-            try:
-                outcome = STEP_FUNCTIONS[message.kind](ctx)
-            except Exception as exc:  # a bug in a step, or an unreachable store: FAILED
-                log.exception("step %s of %s failed", message.kind, message.workflow_id)
-                error = exc
-                outcome = fail(ctx, exc)
-        result = _commit(runtime, store, message, outcome)
+        keeper().hold(store, message, token, ttl)
+        try:
+            outcome = STEP_FUNCTIONS[message.kind](ctx)
+        except Exception as exc:
+            if _infrastructure_error(exc):
+                raise  # Redis away: not the workflow's fault; the sweeper runs the step again
+            log.exception("step %s of %s failed", message.kind, message.workflow_id)
+            error = exc
+            outcome = fail(ctx, exc)
+        finally:
+            keeper().drop(token)
+        released = True  # the checkpoint script releases the lease
+        result = _commit(runtime, store, message, outcome, meta, token)
     finally:
-        store.release_lease(message.workflow_id, message.step_seq, message.call_index, token)
+        if not released:
+            store.release_lease(message.workflow_id, message.step_seq, message.call_index, token)
     if error is not None:
         raise error
     return result
+
+
+def _infrastructure_error(exc: BaseException) -> bool:
+    """True for a Redis connection failure or timeout that outlasted redis-py's retries."""
+    return isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError))
 
 
 def _precheck(runtime: Any, store: WorkflowStore, meta: dict[str, Any], message: StepMessage) -> str:
@@ -107,8 +88,6 @@ def _precheck(runtime: Any, store: WorkflowStore, meta: dict[str, Any], message:
         return "stale"
     if message.kind == "start" and not _session_turn(runtime, store, meta):
         return "waiting"
-    if message.kind == "tool" and store.is_done(message.workflow_id, message.step_seq, message.call_index or 0):
-        return "duplicate"
     return ""
 
 
@@ -133,8 +112,13 @@ def _session_turn(runtime: Any, store: WorkflowStore, meta: dict[str, Any]) -> b
             store.leave_session(agent, session, head)
 
 
-def _commit(runtime: Any, store: WorkflowStore, message: StepMessage, outcome: Outcome) -> str:
-    delay = outcome.due_in if outcome.due_in is not None else (outcome.countdown or 0.0)
+def _commit(
+    runtime: Any, store: WorkflowStore, message: StepMessage, outcome: Outcome, meta: dict[str, Any], token: str
+) -> str:
+    # A wait with a timeout is due exactly when it times out (the sweeper delivers the
+    # timeout then); anything else once its dispatch had time to run.
+    grace = runtime.settings.dispatch_grace
+    due_in = outcome.due_in if outcome.due_in is not None else (outcome.countdown or 0.0) + grace
     result = store.checkpoint(
         message.workflow_id,
         message.step_seq,
@@ -144,7 +128,8 @@ def _commit(runtime: Any, store: WorkflowStore, message: StepMessage, outcome: O
         updates=outcome.updates,
         incr=outcome.incr,
         next_step=outcome.next_step,
-        due_in=delay + runtime.settings.dispatch_grace,
+        due_in=due_in,
+        lease_token=token,
     )
     if not result.accepted:
         log.info(
@@ -167,18 +152,36 @@ def _commit(runtime: Any, store: WorkflowStore, message: StepMessage, outcome: O
     )
     _fault(runtime, message)
     if outcome.ended:
-        finish_workflow(runtime, store, message.workflow_id)
+        finish_workflow(runtime, store, message.workflow_id, {**meta, **outcome.updates})
+        return "failed" if result.status == "FAILED" else "done"
+    pending = outcome.updates.get("pending_event")
+    if result.status == "SUSPENDED" and pending and store.event(message.workflow_id, pending["name"]) is not None:
+        # The event arrived between the step's look and this checkpoint: raise_event saw
+        # a RUNNING workflow and did not wake it, so wake it now.
+        from .control import raise_event  # control imports this module
+
+        raise_event(
+            runtime,
+            message.workflow_id,
+            pending["name"],
+            store.event(message.workflow_id, pending["name"]),
+            worker="engine",
+        )
         return "done"
     if result.status == "RUNNING" and (result.advanced or outcome.mode == "stay"):
         runtime.dispatch_many(outcome.dispatch, countdown=outcome.countdown)
     return "retry" if outcome.mode == "stay" else "done"
 
 
-def finish_workflow(runtime: Any, store: WorkflowStore, workflow_id: str) -> None:
+def finish_workflow(runtime: Any, store: WorkflowStore, workflow_id: str, meta: dict[str, Any] | None = None) -> None:
     """After a final status: append a COMPLETED turn to memory (once: the append is
     idempotent per workflow), free the session, start its next turn, run the finish
-    hooks. Safe to run again; a crash before it is healed by the session's next turn."""
-    meta = store.meta(workflow_id)
+    hooks. Safe to run again; a crash before it is healed by the session's next turn.
+
+    Args:
+        meta: the final status hash when the caller has it (saves a read).
+    """
+    meta = meta if meta is not None else store.meta(workflow_id)
     if meta["runtime_status"] == "COMPLETED":
         agent = runtime.agent(meta["agent"])
         runtime.history_for(agent).append_turn(
@@ -194,6 +197,7 @@ def finish_workflow(runtime: Any, store: WorkflowStore, workflow_id: str) -> Non
             hook(runtime, meta)
         except Exception:  # a hook must not undo a final status
             log.exception("finish hook %r failed for %s", hook, workflow_id)
+    store.forget_active(workflow_id)
 
 
 def _fault(runtime: Any, message: StepMessage) -> None:

@@ -184,20 +184,27 @@ def run_tool(ctx: StepContext) -> Outcome:
     """One tool call of the group; bad arguments and unknown tools go back to the model."""
     index = ctx.message.call_index if ctx.message.call_index is not None else 0
     call = ctx.meta["next"]["calls"][index]
-    attempt = int(ctx.meta.get(f"attempt:{index}", 1))
+    # Failed attempts of this call so far, counted per stage and call (a field that the
+    # first retry creates: HINCRBY starts from 0), so attempt 1, 2, ... in every stage.
+    retries_field = f"retries:{ctx.message.step_seq}:{index}"
+    attempt = 1 + int(ctx.meta.get(retries_field, 0))
     data: dict[str, Any] = {"index": index, "call_id": call["id"], "name": call["name"], "arguments": call["arguments"]}
-    done = Outcome(
-        ctx.record("ok", data, attempt),
-        "tool",
-        incr={"steps_completed": 1},
-        next_step={"kind": "llm"},
-        dispatch=[_next(ctx, "llm")],
-    )
+
+    def answer(status: str) -> Outcome:
+        # Built when the call is answered, so the record's finished_at and duration_ms
+        # cover the tool's run.
+        return Outcome(
+            ctx.record(status, data, attempt),
+            "tool",
+            incr={"steps_completed": 1},
+            next_step={"kind": "llm"},
+            dispatch=[_next(ctx, "llm")],
+        )
+
     tool = ctx.agent.tools.get(call["name"])
     if tool is None:
         data["error"] = f"unknown tool {call['name']!r}; available tools: {', '.join(ctx.agent.tools) or 'none'}"
-        done.record["status"] = "error"
-        return done
+        return answer("error")
     context = ToolContext(
         workflow_id=ctx.workflow_id,
         call_id=call["id"],
@@ -215,13 +222,12 @@ def run_tool(ctx: StepContext) -> Outcome:
         if not (decision.get("approved") if isinstance(decision, dict) else bool(decision)):
             reason = decision.get("reason") if isinstance(decision, dict) else None
             data["error"] = f"the tool call was not approved: {reason or 'denied'}"
-            done.record = ctx.record("error", data, attempt)
-            return done
+            return answer("error")
     if getattr(tool, "waits_for_event", False):
-        return _run_waiting_tool(ctx, tool, call, context, data, done, attempt)
+        return _run_waiting_tool(ctx, tool, call, context, data, answer)
     try:
         data["result"] = tool.invoke(call["arguments"], context)
-        return done
+        return answer("ok")
     except ToolArgumentsError as exc:
         data["error"] = str(exc)
     except Exception as exc:  # the tool's own failure: retried, then told to the model
@@ -232,15 +238,14 @@ def run_tool(ctx: StepContext) -> Outcome:
             return Outcome(
                 ctx.record("retry", retry, attempt),
                 "stay",
-                incr={f"attempt:{index}": 1},
+                incr={retries_field: 1},
                 dispatch=[
                     _next(ctx, "tool", call_index=index, attempt=attempt + 1, same_stage=True, tool=call["name"])
                 ],
                 countdown=delay,
             )
         data["error"] = message
-    done.record = ctx.record("error", data, attempt)
-    return done
+    return answer("error")
 
 
 def approval_event_name(stage: int, index: int) -> str:
@@ -291,8 +296,7 @@ def _run_waiting_tool(
     call: dict[str, Any],
     context: ToolContext,
     data: dict[str, Any],
-    done: Outcome,
-    attempt: int,
+    answer: Callable[[str], Outcome],
 ) -> Outcome:
     """A tool that starts work elsewhere (``begin``), suspends until event
     ``response.<stage>.<index>`` arrives, then turns its payload into the result (``complete``)."""
@@ -302,12 +306,17 @@ def _run_waiting_tool(
         payload = ctx.store.event(ctx.workflow_id, name)
         if payload is None:
             tool.begin(arguments, context, name)  # idempotent by context.idempotency_key
-            return _wait_for(ctx, name, "response", call, tool.event_timeout, {"target": getattr(tool, "target", None)})
+            # The answer may already be back (a fast agent): then complete now.
+            payload = _wait_for(
+                ctx, name, "response", call, tool.event_timeout, {"target": getattr(tool, "target", None)}
+            )
+            if isinstance(payload, Outcome):
+                return payload
         data["result"] = tool.complete(payload, arguments, context)
     except Exception as exc:  # bad arguments, a timeout or an error answer: told to the model
         data["error"] = str(exc) if isinstance(exc, (ToolArgumentsError, ToolError)) else _tool_error_text(exc, None)
-        done.record = ctx.record("error", data, attempt)
-    return done
+        return answer("error")
+    return answer("ok")
 
 
 def run_finish(ctx: StepContext) -> Outcome:

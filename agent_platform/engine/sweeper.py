@@ -14,17 +14,26 @@ from typing import Any
 from ..errors import WorkflowNotFound
 from ..store.workflows import TERMINAL
 from .dispatch import StepMessage
+from .leases import owner_is_dead
 from .records import StepClock
 from .runner import finish_workflow
 
 log = logging.getLogger("agent_platform.sweeper")
 
 
-def sweep_once(runtime: Any, limit: int = 200) -> int:
-    """One pass over every store of the loaded agents; returns how many steps it dispatched."""
+def sweep_once(runtime: Any, limit: int = 200, everything: bool = False) -> int:
+    """One pass over every store of the loaded agents; returns how many steps it dispatched.
+
+    Args:
+        limit: most workflows looked at per store.
+        everything: look at every unfinished workflow, due or not (a worker does this
+            once at start, to take over at once the steps of a process of its host that
+            died, whose leases have not expired yet).
+    """
     dispatched = 0
     for store in runtime.stores():
-        for wf in store.due_workflows(limit):
+        ids = store.active_workflows(limit) if everything else store.due_workflows(limit)
+        for wf in ids:
             try:
                 dispatched += _sweep_workflow(runtime, store, wf)
             except WorkflowNotFound:
@@ -42,8 +51,7 @@ def _sweep_workflow(runtime: Any, store: Any, wf: str) -> int:
         store.set_due(wf, grace)  # another process serves this agent
         return 0
     if status in TERMINAL:
-        store.forget_active(wf)
-        finish_workflow(runtime, store, wf)  # a crash may have left its session held
+        finish_workflow(runtime, store, wf)  # a crash after its final checkpoint: finish it
         return 0
     if status == "SUSPENDED":
         return _expire_wait(runtime, store, meta)
@@ -60,8 +68,11 @@ def _expire_wait(runtime: Any, store: Any, meta: dict[str, Any]) -> int:
         wait = grace if not timeout_at else min(grace, max(0.1, timeout_at / 1000 - time.time()))
         store.set_due(meta["instance_id"], wait)
         return 0
-    if pending.get("kind") == "approval":
-        payload: dict[str, Any] = {"approved": False, "reason": "timed out waiting for approval"}
+    payload: Any = store.event(meta["instance_id"], pending["name"])
+    if payload is not None:
+        pass  # it arrived but did not wake the workflow: deliver it rather than a timeout
+    elif pending.get("kind") == "approval":
+        payload = {"approved": False, "reason": "timed out waiting for approval"}
     else:
         payload = {"timeout": True, "error": f"timed out waiting for {pending.get('target') or pending['name']}"}
     record = StepClock().record(
@@ -70,6 +81,19 @@ def _expire_wait(runtime: Any, store: Any, meta: dict[str, Any]) -> int:
     if store.raise_event(meta["instance_id"], pending["name"], payload, record):
         return redispatch(runtime, store, store.meta(meta["instance_id"]))
     return 0
+
+
+def _lease_held(store: Any, wf: str, stage: int, index: int | None) -> bool:
+    """True while a live owner holds the step's lease; voids the lease of a dead process of
+    this host (its heartbeat stopped, but its TTL has not run out yet)."""
+    owner = store.lease_owner(wf, stage, index)
+    if owner is None:
+        return False
+    if owner_is_dead(owner):
+        log.warning("voiding the lease of %s step %s held by a dead process (%s)", wf, stage, owner)
+        store.release_lease(wf, stage, index, owner)
+        return False
+    return True
 
 
 def redispatch(runtime: Any, store: Any, meta: dict[str, Any]) -> int:
@@ -87,7 +111,7 @@ def redispatch(runtime: Any, store: Any, meta: dict[str, Any]) -> int:
     messages = [
         StepMessage(meta["agent"], wf, step["kind"], stage, idx, tool=name)
         for idx, name in pending
-        if not store.lease_alive(wf, stage, idx)
+        if not _lease_held(store, wf, stage, idx)
     ]
     for message in messages:
         log.warning("re-dispatching %s step %s/%s", wf, message.kind, stage)

@@ -1,9 +1,20 @@
 """Lua scripts of the workflow store: each one is atomic, and touches only keys of one
 workflow (one hash tag), so it also runs on Redis Cluster."""
 
-# KEYS: meta, steps, done, active   ARGV: see WorkflowStore.checkpoint
+# KEYS: meta, lease, done   ARGV: token, ttl_ms, done field ('' for none)
+# Takes the step lease; when taken, returns {1, done flag, the status hash}.
+OPEN_STEP = """
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0} end
+local done = 0
+if ARGV[3] ~= '' then done = redis.call('HEXISTS', KEYS[3], ARGV[3]) end
+return {1, done, redis.call('HGETALL', KEYS[1])}
+"""
+
+# KEYS: meta, steps, done, active, lease   ARGV: see WorkflowStore.checkpoint
+# The step's lease (KEYS[5], when ARGV[11] is our token) is released whatever the outcome.
 CHECKPOINT = """
 local meta = KEYS[1]
+if ARGV[11] ~= '' and redis.call('GET', KEYS[5]) == ARGV[11] then redis.call('DEL', KEYS[5]) end
 local status = redis.call('HGET', meta, 'runtime_status')
 if not status then return {-4, ''} end
 if status == 'TERMINATED' or status == 'COMPLETED' or status == 'FAILED' then return {-1, status} end
@@ -28,11 +39,9 @@ if advanced == 1 then
   redis.call('HSET', meta, 'attempt', 1)
   if ARGV[7] ~= '' then redis.call('HSET', meta, 'next', ARGV[7]) end
 end
-if mode == 'end' then
-  redis.call('ZREM', KEYS[4], ARGV[9])
-else
-  redis.call('ZADD', KEYS[4], ARGV[8], ARGV[9])
-end
+-- An ended workflow stays in the sweeper's set until finish_workflow has run (memory,
+-- session, hooks), so a crash in between is finished by the sweeper.
+redis.call('ZADD', KEYS[4], ARGV[8], ARGV[9])
 return {seq, redis.call('HGET', meta, 'runtime_status'), advanced}
 """
 
@@ -66,7 +75,8 @@ redis.call('HSET', KEYS[1], 'runtime_status', target, 'last_updated_at', ARGV[2]
 for k, v in pairs(cjson.decode(ARGV[5])) do redis.call('HSET', KEYS[1], k, v) end
 if action == 'terminate' then
   redis.call('HSET', KEYS[1], 'ended_at', ARGV[2])
-  redis.call('ZREM', KEYS[2], ARGV[3])
+  -- stays in the sweeper's set until finish_workflow has run (session, hooks)
+  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
 elseif action == 'resume' then
   redis.call('HDEL', KEYS[1], 'resume_status')
   redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])

@@ -84,6 +84,7 @@ class WorkflowStore:
         self.client = client
         self.base = f"{prefix}{state_key}"
         self._checkpoint = client.register_script(scripts.CHECKPOINT)
+        self._open_step = client.register_script(scripts.OPEN_STEP)
         self._renew = client.register_script(scripts.RENEW)
         self._release = client.register_script(scripts.RELEASE)
         self._control = client.register_script(scripts.CONTROL)
@@ -222,6 +223,7 @@ class WorkflowStore:
         incr: dict[str, int] | None = None,
         next_step: dict[str, Any] | None = None,
         due_in: float = 30.0,
+        lease_token: str | None = None,
     ) -> CheckpointResult:
         """Append ``record`` to the step log and update the status, atomically and fenced.
 
@@ -233,12 +235,13 @@ class WorkflowStore:
             record: the step record (``seq`` is assigned here).
             mode: ``advance`` (cursor + 1), ``stay`` (a retry: cursor unchanged),
                 ``tool`` (one call of a parallel group; the last one advances), ``end``
-                (cursor + 1, and the workflow leaves the sweeper's set).
+                (cursor + 1; the workflow leaves the sweeper's set in ``finish_workflow``).
             call_index: the tool call's index within the stage (mode ``tool`` / retries).
             updates: status fields to set (JSON-encoded when not strings).
             incr: integer fields to increment.
             next_step: the next step description, stored when the cursor advances.
             due_in: seconds until the sweeper may re-dispatch this workflow.
+            lease_token: our lease of this step, released by the same script.
         """
         fields = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (updates or {}).items()}
         reply = self._checkpoint(
@@ -247,6 +250,7 @@ class WorkflowStore:
                 self.key(workflow_id, "steps"),
                 self.key(workflow_id, "done"),
                 self.active_key,
+                self.lease_key(workflow_id, stage, call_index),
             ],
             args=[
                 str(stage),
@@ -259,6 +263,7 @@ class WorkflowStore:
                 now_ms() + int(due_in * 1000),
                 workflow_id,
                 now_iso(),
+                lease_token or "",
             ],
         )
         code = int(reply[0])
@@ -266,6 +271,31 @@ class WorkflowStore:
             reason = {-1: "finished", -2: "stale", -3: "duplicate", -4: "missing"}[code]
             return CheckpointResult(False, -1, reply[1], False, reason)
         return CheckpointResult(True, code, reply[1], bool(int(reply[2])))
+
+    def open_step(
+        self, workflow_id: str, stage: int, call_index: int | None, token: str, ttl: float
+    ) -> tuple[bool, bool, dict[str, Any] | None]:
+        """Take a step's lease and read what the step needs, in one round trip.
+
+        Returns:
+            ``(leased, done, meta)``: ``leased`` False when a live owner holds the lease
+            (then nothing else is read); ``done`` True when this tool call is already
+            checkpointed; ``meta`` the decoded status hash, None when the workflow is gone.
+        """
+        done_field = "" if call_index is None else f"{stage}:{call_index}"
+        reply = self._open_step(
+            keys=[
+                self.key(workflow_id, "meta"),
+                self.lease_key(workflow_id, stage, call_index),
+                self.key(workflow_id, "done"),
+            ],
+            args=[token, int(ttl * 1000), done_field],
+        )
+        if not int(reply[0]):
+            return False, False, None
+        flat = reply[2]
+        raw = dict(zip(flat[0::2], flat[1::2], strict=True))
+        return True, bool(int(reply[1])), decode_meta(raw) if raw else None
 
     # -- leases -------------------------------------------------------------------------
     def acquire_lease(self, workflow_id: str, stage: int, call_index: int | None, token: str, ttl: float) -> bool:
@@ -282,6 +312,10 @@ class WorkflowStore:
         """Delete our lease (only if still ours)."""
         self._release(keys=[self.lease_key(workflow_id, stage, call_index)], args=[token])
 
+    def lease_owner(self, workflow_id: str, stage: int, call_index: int | None) -> str | None:
+        """The token of the step lease's owner, or None when nobody holds it."""
+        return self.client.get(self.lease_key(workflow_id, stage, call_index))
+
     def lease_alive(self, workflow_id: str, stage: int, call_index: int | None) -> bool:
         """True while some owner holds the step's lease."""
         return bool(self.client.exists(self.lease_key(workflow_id, stage, call_index)))
@@ -293,6 +327,10 @@ class WorkflowStore:
     def due_workflows(self, limit: int = 100) -> list[str]:
         """Unfinished workflows whose sweep time has come."""
         return list(self.client.zrangebyscore(self.active_key, "-inf", now_ms(), start=0, num=limit))
+
+    def active_workflows(self, limit: int = 10_000) -> list[str]:
+        """Unfinished workflows, due or not (oldest due first)."""
+        return list(self.client.zrange(self.active_key, 0, limit - 1))
 
     def forget_active(self, workflow_id: str) -> None:
         """Remove a workflow from the sweeper's set."""

@@ -79,8 +79,6 @@ def find_redis_server() -> str:
     )
 
 
-
-
 def _server_pid(host: str, port: int, timeout: float = 0.5) -> int | None:
     """Ask the Redis on ``host:port`` for its ``process_id`` (``INFO server``).
 
@@ -110,8 +108,6 @@ def _server_pid(host: str, port: int, timeout: float = 0.5) -> int | None:
         if line.startswith("process_id:"):
             return int(line.split(":", 1)[1])
     return None
-
-
 
 
 class EmbeddedRedis:
@@ -270,4 +266,3 @@ class EmbeddedRedis:
     def __exit__(self, *exc_info: object) -> None:
         """Stop the server when leaving a ``with`` block."""
         self.stop()
-

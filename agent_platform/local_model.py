@@ -144,10 +144,6 @@ def _check_server_importable() -> None:
         )
 
 
-
-
-
-
 class LocalModelServer:
     """llama-cpp-python's OpenAI-compatible server as a subprocess; a context manager.
 

@@ -39,7 +39,7 @@ CATEGORIES = [
     (r"\bsend_task\b|apply_async", "enqueue next step (send_task + task-sent event)"),
     (r"WorkflowStore\.checkpoint", "checkpoint script (EVALSHA)"),
     (r"WorkflowStore\.meta|decode_meta", "status hash reads (HGETALL)"),
-    (r"acquire_lease|release_lease", "lease (SET NX PX, release script)"),
+    (r"open_step|release_lease", "lease (SET NX PX, release script)"),
     (r"set_due", "set_due (ZADD active)"),
     (r"WorkflowStore\.steps|is_done", "step log / done reads (XRANGE, HEXISTS)"),
     (r"RedisSessionHistory", "memory (LLEN, LRANGE, append script)"),

@@ -25,20 +25,10 @@ from typing import Any
 from ..errors import IdempotencyConflict, InvalidTransition, WorkflowNotFound
 from ..ids import validate_id
 from . import scripts
+from .codec import TERMINAL as TERMINAL
+from .codec import decode_meta
+from .queries import WorkflowQueries
 
-TERMINAL = frozenset({"COMPLETED", "FAILED", "TERMINATED"})
-INT_FIELDS = (
-    "steps_completed",
-    "iteration",
-    "prompt_tokens",
-    "completion_tokens",
-    "cursor",
-    "log_seq",
-    "attempt",
-    "history_len",
-    "tools_remaining",
-)
-JSON_FIELDS = ("failure_details", "pending_event", "metadata", "next", "input_messages")
 IDEMPOTENCY_TTL = 24 * 3600
 
 
@@ -71,7 +61,7 @@ class CheckpointResult:
     reason: str = ""
 
 
-class WorkflowStore:
+class WorkflowStore(WorkflowQueries):
     """Workflow state of the agents that share one ``state.redis`` component and state_key.
 
     Args:
@@ -298,11 +288,6 @@ class WorkflowStore:
         return True, bool(int(reply[1])), decode_meta(raw) if raw else None
 
     # -- leases -------------------------------------------------------------------------
-    def acquire_lease(self, workflow_id: str, stage: int, call_index: int | None, token: str, ttl: float) -> bool:
-        """Take the step's lease (SET NX PX); False when a live owner holds it."""
-        key = self.lease_key(workflow_id, stage, call_index)
-        return bool(self.client.set(key, token, nx=True, px=int(ttl * 1000)))
-
     def renew_lease(self, workflow_id: str, stage: int, call_index: int | None, token: str, ttl: float) -> bool:
         """Extend our lease by ``ttl`` seconds; False when it is no longer ours."""
         key = self.lease_key(workflow_id, stage, call_index)
@@ -315,10 +300,6 @@ class WorkflowStore:
     def lease_owner(self, workflow_id: str, stage: int, call_index: int | None) -> str | None:
         """The token of the step lease's owner, or None when nobody holds it."""
         return self.client.get(self.lease_key(workflow_id, stage, call_index))
-
-    def lease_alive(self, workflow_id: str, stage: int, call_index: int | None) -> bool:
-        """True while some owner holds the step's lease."""
-        return bool(self.client.exists(self.lease_key(workflow_id, stage, call_index)))
 
     def set_due(self, workflow_id: str, seconds: float) -> None:
         """Tell the sweeper to look at this workflow again in ``seconds``."""
@@ -392,70 +373,6 @@ class WorkflowStore:
         key = self.session_key(agent, session_id)
         self.client.lrem(key, 0, workflow_id)
         return self.client.lindex(key, 0)
-
-    # -- listing and purge --------------------------------------------------------------
-    def list(
-        self, status: str | None = None, session_id: str | None = None, limit: int = 50, cursor: int = 0
-    ) -> tuple[list[dict[str, Any]], int | None]:
-        """Workflows newest first, filtered; returns ``(items, next_cursor or None)``.
-
-        ``cursor`` is an offset into the creation-time index.
-        """
-        items: list[dict[str, Any]] = []
-        offset = cursor
-        batch = max(limit, 100)
-        while len(items) < limit:
-            ids = self.client.zrevrange(self.index_key, offset, offset + batch - 1)
-            if not ids:
-                return items, None
-            pipe = self.client.pipeline(transaction=False)
-            for wf in ids:
-                pipe.hgetall(self.key(wf, "meta"))
-            for n, raw in enumerate(pipe.execute()):
-                if not raw:
-                    continue
-                meta = decode_meta(raw)
-                if status and meta.get("runtime_status") != status:
-                    continue
-                if session_id and meta.get("session_id") != session_id:
-                    continue
-                items.append(meta)
-                if len(items) == limit:
-                    return items, offset + n + 1
-            offset += len(ids)
-        return items, offset
-
-    def purge(self, workflow_id: str) -> None:
-        """Delete every key of a finished workflow.
-
-        Raises:
-            WorkflowNotFound: no such workflow.
-            InvalidTransition: it has not finished (409).
-        """
-        meta = self.meta(workflow_id)
-        if meta["runtime_status"] not in TERMINAL:
-            raise InvalidTransition(f"cannot purge a workflow that is {meta['runtime_status']}", meta["runtime_status"])
-        leases = list(self.client.scan_iter(match=self.key(workflow_id, "lease:*"), count=100))
-        pipe = self.client.pipeline(transaction=False)
-        for part in ("meta", "steps", "done", "callback"):
-            pipe.delete(self.key(workflow_id, part))
-        for lease in leases:
-            pipe.delete(lease)
-        pipe.zrem(self.index_key, workflow_id)
-        pipe.zrem(self.active_key, workflow_id)
-        pipe.execute()
-
-
-def decode_meta(raw: dict[str, str]) -> dict[str, Any]:
-    """Decode a status hash: integer and JSON fields to Python values."""
-    meta: dict[str, Any] = dict(raw)
-    for name in INT_FIELDS:
-        if name in meta:
-            meta[name] = int(meta[name])
-    for name in JSON_FIELDS:
-        if meta.get(name):
-            meta[name] = json.loads(meta[name])
-    return meta
 
 
 def _record(fields: dict[str, str]) -> dict[str, Any]:

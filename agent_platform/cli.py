@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 import click
+import redis
 
 from .errors import AgentPlatformError
 from .status import public_status
@@ -27,16 +28,54 @@ def _runtime() -> Any:
     return get_app().runtime
 
 
+def _load_dotenv(path: str = ".env") -> None:
+    """Read ``.env`` like ``honcho start`` does (honcho's parser); variables already set
+    in the environment win."""
+    if not os.path.isfile(path):
+        return
+    from honcho.environ import parse
+
+    with open(path) as handle:
+        for name, value in parse(handle.read()).items():
+            os.environ.setdefault(name, value)
+
+
+def _choose_agent(rt: Any, agent: str | None) -> str:
+    if agent:
+        rt.agent(agent)
+        return agent
+    if len(rt.agents) != 1:
+        raise click.UsageError(f"APP loads several agents ({', '.join(rt.agents)}): name one with --agent")
+    return next(iter(rt.agents))
+
+
 def _exec(argv: list[str]) -> None:
     """Replace this process with ``argv`` (signals then reach the real server directly)."""
     click.echo("+ " + " ".join(argv), err=True)
     os.execvp(argv[0], argv)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Reports an unreachable Redis as one line, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except redis.exceptions.ConnectionError as exc:
+            raise click.ClickException(
+                f"cannot reach Redis: {exc} (set REDIS_URL, or the components in AGENT_PLATFORM_COMPONENTS_PATH)"
+            ) from exc
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="agent-platform")
 def main() -> None:
-    """Durable AI agents on Celery and Redis."""
+    """Durable AI agents on Celery and Redis.
+
+    Reads ``.env`` in the current folder (as ``honcho start`` does) without overriding
+    variables already set.
+    """
+    _load_dotenv()
 
 
 @main.command()
@@ -54,7 +93,7 @@ def run(app: str | None, task: str, session_id: str | None, agent: str | None, t
     _use_app(app)
     try:
         rt = _runtime()
-        name = agent or next(iter(rt.agents))
+        name = _choose_agent(rt, agent)
         wf, _ = rt.start_workflow(name, task, session_id=session_id)
         click.echo(f"workflow {wf} started (agent {name})", err=True)
         store = rt.store_for(name)

@@ -49,7 +49,7 @@ def resume(runtime: Any, workflow_id: str) -> str:
     if status == "RUNNING" or (
         status == "PENDING" and store.session_head(meta["agent"], meta["session_id"]) == workflow_id
     ):
-        redispatch(runtime, store, meta)
+        redispatch(runtime, store, meta, reason="resumed")
     return status
 
 
@@ -76,5 +76,5 @@ def raise_event(runtime: Any, workflow_id: str, name: str, payload: Any, worker:
     record = StepClock().record("event", "ok", 1, worker, {"name": name, "payload": payload})
     woke = store.raise_event(workflow_id, name, payload, record)
     if woke:
-        redispatch(runtime, store, store.meta(workflow_id))
+        redispatch(runtime, store, store.meta(workflow_id), reason=f"event {name}")
     return woke

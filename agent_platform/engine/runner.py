@@ -141,10 +141,11 @@ def _commit(
         )
         return "fenced"
     log.info(
-        "workflow=%s agent=%s step=%s seq=%s attempt=%s status=%s duration_ms=%s",
+        "workflow=%s agent=%s step=%s seq=%s stage=%s attempt=%s status=%s duration_ms=%s",
         message.workflow_id,
         message.agent,
-        message.kind,
+        outcome.record["kind"],
+        result.seq,
         message.step_seq,
         outcome.record["attempt"],
         outcome.record["status"],

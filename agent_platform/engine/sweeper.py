@@ -79,7 +79,7 @@ def _expire_wait(runtime: Any, store: Any, meta: dict[str, Any]) -> int:
         "event", "ok", 1, runtime.worker or "sweeper", {"name": pending["name"], "payload": payload}
     )
     if store.raise_event(meta["instance_id"], pending["name"], payload, record):
-        return redispatch(runtime, store, store.meta(meta["instance_id"]))
+        return redispatch(runtime, store, store.meta(meta["instance_id"]), reason=f"event {pending['name']}")
     return 0
 
 
@@ -96,10 +96,12 @@ def _lease_held(store: Any, wf: str, stage: int, index: int | None) -> bool:
     return True
 
 
-def redispatch(runtime: Any, store: Any, meta: dict[str, Any]) -> int:
+def redispatch(runtime: Any, store: Any, meta: dict[str, Any], reason: str = "") -> int:
     """Dispatch every pending step of a workflow whose lease nobody holds; returns how many.
 
-    Used by the sweeper and by ``resume``; duplicates are harmless (fencing).
+    Used by the sweeper (``reason`` empty: logged as a warning, a step was lost) and by
+    resume and raise-event (``reason`` says why: logged at INFO); duplicates are
+    harmless (fencing).
     """
     wf = meta["instance_id"]
     step = meta["next"]
@@ -114,6 +116,9 @@ def redispatch(runtime: Any, store: Any, meta: dict[str, Any]) -> int:
         if not _lease_held(store, wf, stage, idx)
     ]
     for message in messages:
-        log.warning("re-dispatching %s step %s/%s", wf, message.kind, stage)
+        if reason:
+            log.info("dispatching %s step %s/%s (%s)", wf, message.kind, stage, reason)
+        else:
+            log.warning("re-dispatching %s step %s/%s: no worker holds it", wf, message.kind, stage)
         runtime.dispatch(message)
     return len(messages)

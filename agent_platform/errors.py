@@ -71,5 +71,9 @@ class RetryableLLMError(LLMError):
         self.retry_after = retry_after
 
 
+class MalformedReply(RetryableLLMError):
+    """Raised when a model server answers 200 with something that is not a usable chat completion."""
+
+
 class BusError(AgentPlatformError):
     """Raised when the message bus cannot publish or consume a message."""

@@ -233,7 +233,9 @@ class Runtime:
             idempotency_key=idempotency_key,
             due_in=self.settings.dispatch_grace,
         )
-        if created and store.session_head(agent.name, session_id) == wf_id:
+        if created:
+            # Also when another turn of the session runs: the start step then waits
+            # (PENDING) and heals a session whose head ended without leaving it.
             self.dispatch(StepMessage(agent.name, wf_id, "start", 0))
         return wf_id, created
 

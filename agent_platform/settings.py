@@ -25,6 +25,7 @@ ENV_FIELDS: dict[str, str] = {
     "AGENT_PLATFORM_LLM_MAX_ATTEMPTS": "llm_max_attempts",
     "AGENT_PLATFORM_LLM_BACKOFF": "llm_backoff",
     "AGENT_PLATFORM_LLM_BACKOFF_MAX": "llm_backoff_max",
+    "AGENT_PLATFORM_LLM_RETRY_AFTER_MAX": "llm_retry_after_max",
     "AGENT_PLATFORM_API_TOKEN": "api_token",
     "AGENT_PLATFORM_MAX_REQUEST_BYTES": "max_request_bytes",
     "AGENT_PLATFORM_FAULT": "fault",
@@ -58,6 +59,8 @@ class Settings:
         llm_max_attempts: attempts of one model call (timeouts, connection errors, 429, 5xx).
         llm_backoff: first backoff in seconds, doubled per attempt, with full jitter.
         llm_backoff_max: ceiling of one backoff in seconds.
+        llm_retry_after_max: longest ``Retry-After`` honoured, in seconds; a server asking
+            for more fails the workflow rather than holding it for hours.
         api_token: when set, every route but ``/health`` needs ``Authorization: Bearer``.
         max_request_bytes: largest accepted HTTP request body (413 above it).
         fault: fault-injection point for crash tests (``exit_after_checkpoint:<kind>``,
@@ -84,6 +87,7 @@ class Settings:
     llm_max_attempts: int = 5
     llm_backoff: float = 1.0
     llm_backoff_max: float = 30.0
+    llm_retry_after_max: float = 300.0
     api_token: str | None = None
     max_request_bytes: int = 1_000_000
     fault: str | None = None

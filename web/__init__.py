@@ -26,6 +26,10 @@ def _validation_error(exc: PydanticValidationError) -> Response:
     return error_response(422, "validation_error", text, details=problems)
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number (RFC 8259)")
+
+
 def create_app(test_config: dict[str, Any] | None = None, runtime: Runtime | None = None) -> OpenAPI:
     """Build the Flask app (Flask's application factory pattern).
 
@@ -61,8 +65,9 @@ def create_app(test_config: dict[str, Any] | None = None, runtime: Runtime | Non
     def _guard() -> Any:
         token = settings.api_token
         if token and request.path != "/health":
-            given = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+            # The scheme is case-insensitive (RFC 7235); the token is compared in constant time.
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
                 response = error_response(401, "unauthorized", "missing or wrong bearer token")
                 response.headers["WWW-Authenticate"] = 'Bearer realm="agent-platform"'
                 return response
@@ -70,9 +75,10 @@ def create_app(test_config: dict[str, Any] | None = None, runtime: Runtime | Non
             if not request.is_json:
                 return error_response(415, "unsupported_media_type", "send the body as application/json")
             try:
-                json.loads(request.get_data(cache=True))
-            except ValueError as exc:
-                return error_response(400, "invalid_json", f"the body is not valid JSON: {exc}")
+                json.loads(request.get_data(cache=True), parse_constant=_reject_constant)
+            except (ValueError, RecursionError) as exc:
+                detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+                return error_response(400, "invalid_json", f"the body is not valid JSON: {detail}")
         return None
 
     @app.get("/openapi.json", doc_ui=False)

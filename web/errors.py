@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from flask import Flask, jsonify
+from pydantic import ValidationError as PydanticValidationError
 from werkzeug.exceptions import HTTPException
 
 from agent_platform import errors
@@ -46,6 +47,11 @@ def install_error_handlers(app: Flask) -> None:
         if status >= 500:
             log.error("request failed: %s: %s", type(exc).__name__, exc)
         return error_response(status, code, str(exc), **extra)
+
+    @app.errorhandler(PydanticValidationError)
+    def _validation(exc: PydanticValidationError) -> Any:
+        text = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(body)'}: {e['msg']}" for e in exc.errors())
+        return error_response(422, "validation_error", text)
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Any:

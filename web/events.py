@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -54,7 +55,7 @@ class EventsQuery(BaseModel):
     """Query of ``GET /workflows/<id>/events``."""
 
     last_event_id: int | None = Field(
-        default=None, ge=-1, description="Resume after this step seq (the Last-Event-ID header wins)"
+        default=None, ge=-1, le=10**15, description="Resume after this step seq (the Last-Event-ID header wins)"
     )
 
 
@@ -78,10 +79,10 @@ def _last_event_id(from_query: int | None) -> int:
     header = request.headers.get("Last-Event-ID")
     if header is None or not header.strip():
         return -1 if from_query is None else from_query
-    try:
-        value = int(header.strip())
-    except ValueError:
-        raise ValidationError(f"Last-Event-ID must be a step sequence number, got {header!r}") from None
+    text = header.strip()
+    if not re.fullmatch(r"-?[0-9]{1,15}", text):
+        raise ValidationError(f"Last-Event-ID must be a step sequence number, got {header[:40]!r}")
+    value = int(text)
     if value < -1:
         raise ValidationError(f"Last-Event-ID must be >= -1, got {value}")
     return value

@@ -53,7 +53,7 @@ class ListQuery(BaseModel):
     status: str | None = Field(default=None, pattern="^(PENDING|RUNNING|SUSPENDED|COMPLETED|FAILED|TERMINATED)$")
     session_id: str | None = Field(default=None, pattern=ID_PATTERN)
     limit: int = Field(default=50, ge=1, le=500)
-    cursor: int = Field(default=0, ge=0)
+    cursor: int = Field(default=0, ge=0, le=10**12)
 
 
 class TerminateRequest(BaseModel):

@@ -101,8 +101,9 @@ def _session_turn(runtime: Any, store: WorkflowStore, meta: dict[str, Any]) -> b
             return True
         try:
             head_status = store.meta(head)["runtime_status"]
-        except WorkflowNotFound:
-            head_status = "COMPLETED"
+        except WorkflowNotFound:  # purged: it only holds the session
+            store.leave_session(agent, session, head)
+            continue
         if head_status not in TERMINAL:
             store.set_due(meta["instance_id"], runtime.settings.dispatch_grace)
             return False

@@ -6,6 +6,7 @@ to checkpoint, how the workflow moves on, and what to dispatch once the checkpoi
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from typing import Any
 
 from ..agent import AssistantAgent
 from ..errors import LLMError, RetryableLLMError, ToolArgumentsError, ToolError
+from ..llm.reply import AssistantReply, ToolCall
 from ..memory.base import SessionHistory
 from ..settings import Settings
 from ..store.workflows import WorkflowStore, now_iso
@@ -136,6 +138,11 @@ def run_llm(ctx: StepContext) -> Outcome:
     except RetryableLLMError as exc:
         if attempt >= ctx.settings.llm_max_attempts:
             return fail(ctx, exc, attempt)
+        if exc.retry_after is not None and exc.retry_after > ctx.settings.llm_retry_after_max:
+            too_long = LLMError(
+                f"{exc}; the server asks to retry after {exc.retry_after:.0f} s, more than {ctx.settings.llm_retry_after_max:.0f} s"
+            )
+            return fail(ctx, too_long, attempt)
         delay = backoff(attempt, ctx.settings.llm_backoff, ctx.settings.llm_backoff_max, exc.retry_after)
         data = {
             "error": str(exc),
@@ -152,7 +159,8 @@ def run_llm(ctx: StepContext) -> Outcome:
         )
     except LLMError as exc:
         return fail(ctx, exc, attempt)
-    usage = {"iteration": 1, "steps_completed": 1, **{k: v for k, v in reply.usage.items() if v}}
+    reply = unique_call_ids(reply, records, ctx.message.step_seq)
+    usage = {"iteration": 1, "steps_completed": 1, **{k: v for k, v in reply.usage.items() if v > 0}}
     data = reply.to_dict()
     if reply.tool_calls and not last:
         calls = [
@@ -178,6 +186,25 @@ def run_llm(ctx: StepContext) -> Outcome:
         next_step={"kind": "finish", "output": reply.content, "stop_reason": stop_reason},
         dispatch=[_next(ctx, "finish")],
     )
+
+
+def unique_call_ids(reply: AssistantReply, records: list[dict[str, Any]], stage: int) -> AssistantReply:
+    """Rename tool call ids already used in this workflow (or twice in this reply) to
+    ``<id>.<stage>.<index>``: some servers restart their ids at every reply or omit them,
+    and the tool message and the idempotency key (``<workflow_id>:<call_id>``) must
+    name one call only."""
+    used = {
+        call["id"]
+        for r in records
+        if r["kind"] == "llm" and r["status"] == "ok"
+        for call in r["data"].get("tool_calls") or []
+    }
+    calls = []
+    for index, call in enumerate(reply.tool_calls):
+        call_id = call.id if call.id and call.id not in used else f"{call.id or 'call'}.{stage}.{index}"
+        used.add(call_id)
+        calls.append(ToolCall(call_id, call.name, call.arguments))
+    return dataclasses.replace(reply, tool_calls=calls)
 
 
 def run_tool(ctx: StepContext) -> Outcome:

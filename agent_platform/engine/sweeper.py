@@ -35,7 +35,9 @@ def sweep_once(runtime: Any, limit: int = 200, everything: bool = False) -> int:
         ids = store.active_workflows(limit) if everything else store.due_workflows(limit)
         for wf in ids:
             try:
-                dispatched += _sweep_workflow(runtime, store, wf)
+                dispatched += (
+                    _take_over_orphans(runtime, store, wf) if everything else _sweep_workflow(runtime, store, wf)
+                )
             except WorkflowNotFound:
                 store.forget_active(wf)
             except Exception:
@@ -57,6 +59,21 @@ def _sweep_workflow(runtime: Any, store: Any, wf: str) -> int:
         return _expire_wait(runtime, store, meta)
     store.set_due(wf, grace)
     return redispatch(runtime, store, meta)
+
+
+def _take_over_orphans(runtime: Any, store: Any, wf: str) -> int:
+    """Dispatch the steps of ``wf`` whose lease is held by a dead process of this host
+    (and only those: a step waiting for its retry's backoff is left alone)."""
+    meta = store.meta(wf)
+    if meta["runtime_status"] != "RUNNING" or meta["agent"] not in runtime.agents:
+        return 0
+    step, stage = meta["next"], meta["cursor"]
+    indexes = [c["index"] for c in step["calls"]] if step["kind"] == "tool" else [None]
+    orphans = [i for i in indexes if owner_is_dead(store.lease_owner(wf, stage, i))]
+    if not orphans:
+        return 0
+    log.warning("taking over %s step %s/%s: the process that held it died", wf, step["kind"], stage)
+    return redispatch(runtime, store, meta, reason="its worker died")
 
 
 def _expire_wait(runtime: Any, store: Any, meta: dict[str, Any]) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import os
 import threading
 import time
@@ -208,14 +209,17 @@ def retry_after(headers: Any) -> float | None:
     value = headers.get("retry-after-ms")
     if value:
         try:
-            return max(0.0, float(value) / 1000.0)
+            seconds = float(value) / 1000.0
+            if math.isfinite(seconds):
+                return max(0.0, seconds)
         except ValueError:
             pass
     value = headers.get("retry-after")
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     except ValueError:
         pass
     try:

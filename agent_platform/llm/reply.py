@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import LLMError
+from ..errors import MalformedReply
 
 
 @dataclass(frozen=True)
@@ -105,35 +105,56 @@ def parse_chat_completion(body: Any, id_prefix: str = "call") -> AssistantReply:
         id_prefix: prefix of made-up tool call ids.
 
     Raises:
-        LLMError: the body has no ``choices[0].message`` (an unusable reply).
+        MalformedReply: the body is not a chat completion (no ``choices[0].message``
+            object, tool calls that are not objects) or carries neither text nor a
+            tool call: a server fault worth another attempt.
     """
     try:
         choice = body["choices"][0]
-        message = choice.get("message") or {}
-    except (KeyError, IndexError, TypeError, AttributeError):
-        raise LLMError(f"the model's reply has no choices[0].message: {str(body)[:300]}") from None
+        message = choice["message"] if "message" in choice else {}
+    except (KeyError, IndexError, TypeError):
+        raise MalformedReply(f"the model's reply has no choices[0].message: {str(body)[:300]}") from None
+    if not isinstance(message, dict) or not isinstance(choice, dict):
+        raise MalformedReply(f"the model's message is not an object: {str(body)[:300]}")
+    raw_calls = message.get("tool_calls") or []
+    if isinstance(raw_calls, dict):  # a single call sent as an object
+        raw_calls = [raw_calls]
     calls: list[ToolCall] = []
-    for n, raw in enumerate(message.get("tool_calls") or []):
-        fn = (raw or {}).get("function") or {}
+    for n, raw in enumerate(raw_calls if isinstance(raw_calls, list) else [raw_calls]):
+        fn = raw.get("function") if isinstance(raw, dict) else None
+        if not isinstance(raw, dict) or not isinstance(fn or {}, dict):
+            raise MalformedReply(f"the model sent a tool call that is not an object: {str(raw)[:300]}")
+        fn = fn or {}
+        # An empty name is kept: the tool step answers "unknown tool ''" to the model.
         name = _clean_name(fn.get("name") or raw.get("name"))
-        if not name:
-            raise LLMError(f"the model sent a tool call without a name: {str(raw)[:300]}")
         call_id = raw.get("id") or f"{id_prefix}_{n}"
-        calls.append(ToolCall(str(call_id), name, _arguments_text(fn.get("arguments"))))
+        calls.append(ToolCall(str(call_id), name, _arguments_text(fn.get("arguments", raw.get("arguments")))))
     legacy = message.get("function_call")
     if not calls and isinstance(legacy, dict) and legacy.get("name"):
         calls.append(ToolCall(f"{id_prefix}_0", _clean_name(legacy["name"]), _arguments_text(legacy.get("arguments"))))
-    usage = body.get("usage") or {}
+    content = _content_text(message.get("content"))
+    if not calls and not content.strip():
+        raise MalformedReply(f"the model's reply has neither text nor a tool call: {str(body)[:300]}")
+    usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
     return AssistantReply(
-        content=_content_text(message.get("content")),
+        content=content,
         tool_calls=calls,
         finish_reason=choice.get("finish_reason"),
         usage={
-            "prompt_tokens": int(usage.get("prompt_tokens") or 0),
-            "completion_tokens": int(usage.get("completion_tokens") or 0),
+            "prompt_tokens": _count(usage.get("prompt_tokens")),
+            "completion_tokens": _count(usage.get("completion_tokens")),
         },
         model=body.get("model"),
     )
+
+
+def _count(value: Any) -> int:
+    """A token count as sent, or 0 when missing, negative or not a number."""
+    try:
+        number = int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+    return max(0, number)
 
 
 def _clean_name(name: Any) -> str:

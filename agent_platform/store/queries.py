@@ -21,6 +21,9 @@ class WorkflowQueries:
     def meta(self, workflow_id: str) -> dict[str, Any]:  # provided by WorkflowStore
         raise NotImplementedError
 
+    def session_key(self, agent: str, session_id: str) -> str:  # provided by WorkflowStore
+        raise NotImplementedError
+
     def list(
         self, status: str | None = None, session_id: str | None = None, limit: int = 50, cursor: int = 0
     ) -> tuple[list[dict[str, Any]], int | None]:
@@ -70,4 +73,5 @@ class WorkflowQueries:
             pipe.delete(lease)
         pipe.zrem(self.index_key, workflow_id)
         pipe.zrem(self.active_key, workflow_id)
+        pipe.lrem(self.session_key(meta["agent"], meta["session_id"]), 0, workflow_id)
         pipe.execute()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import atexit
 import importlib.util
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Self
 
 from agent_platform.errors import ConfigurationError
-from agent_platform.processes import free_port, tail
+from agent_platform.processes import free_port, stop_process, tail
 
 __all__ = ["LocalModelServer", "smollm2_model_path"]
 
@@ -317,21 +316,7 @@ class LocalModelServer:
         """
         proc, self._proc = self._proc, None
         atexit.unregister(self.stop)
-        if proc is not None:
-            if proc.poll() is None:
-                try:
-                    proc.send_signal(signal.SIGTERM)
-                    proc.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    pass
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:  # pragma: no cover
-                pass
+        stop_process(proc, timeout=timeout)
         if self.log_path is not None:
             self.log_path.unlink(missing_ok=True)
             self.log_path = None

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 from pathlib import Path
+from typing import Any
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -27,7 +28,24 @@ def tail(path: Path | str | None, lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def kill_group(proc: subprocess.Popen[bytes], wait: float = 5.0) -> None:
+def children_of(pid: int) -> list[int]:
+    """Direct children of ``pid``, from ``/proc/*/stat`` (Linux; psutil is not required)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 1 and int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def kill_group(proc: subprocess.Popen[Any], wait: float = 5.0) -> None:
     """SIGKILL what is left of a process started with ``start_new_session=True`` (its
     pid is its process group id) and reap it."""
     try:
@@ -40,7 +58,7 @@ def kill_group(proc: subprocess.Popen[bytes], wait: float = 5.0) -> None:
         pass
 
 
-def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
+def stop_process(proc: subprocess.Popen[Any] | None, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
     """Send ``sig`` to a process group, wait up to ``timeout`` s, then SIGKILL the group."""
     if proc is None:
         return

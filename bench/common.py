@@ -26,6 +26,7 @@ from typing import Any
 import redis
 
 from agent_platform.embedded_redis import EmbeddedRedis
+from agent_platform.processes import children_of, kill_group
 from agent_platform.settings import ENV_FIELDS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -127,22 +128,6 @@ def ratio(a: float, b: float) -> str:
 # -- processes --------------------------------------------------------------------------
 
 
-def children_of(pid: int) -> list[int]:
-    """Direct children of ``pid`` (from ``/proc/*/stat``)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 1 and int(fields[1]) == pid:
-            found.append(int(entry.name))
-    return found
-
-
 def rss_kib(pids: Iterable[int]) -> int:
     """Sum of the resident set sizes (``VmRSS``) of ``pids``, in KiB."""
     total = 0
@@ -154,17 +139,6 @@ def rss_kib(pids: Iterable[int]) -> int:
         except OSError:
             pass
     return total
-
-
-def _kill_group(proc: subprocess.Popen[Any]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
 
 
 class ModelProcess:
@@ -203,7 +177,7 @@ class ModelProcess:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             pass
-        _kill_group(self.proc)
+        kill_group(self.proc)
         self.proc = None
 
 
@@ -270,7 +244,7 @@ class Worker:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 pass
-        _kill_group(self.proc)
+        kill_group(self.proc)
 
     def kill(self) -> None:
         """SIGKILL the main process and its pool children at once (a crash)."""
@@ -281,7 +255,7 @@ class Worker:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        _kill_group(self.proc)
+        kill_group(self.proc)
 
 
 # -- a deployment -----------------------------------------------------------------------

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agent_platform.processes import children_of, kill_group
+
 REPO = Path(__file__).resolve().parent.parent
 
 _names = itertools.count(1)
@@ -86,23 +88,6 @@ class Worker:
     def close_log(self) -> None:
         if not self._log_file.closed:
             self._log_file.close()
-
-
-def children_of(pid: int) -> list[int]:
-    """Direct children of ``pid`` (scans ``/proc/*/stat``; psutil is not required)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 1 and int(fields[1]) == pid:
-            found.append(int(entry.name))
-    return found
 
 
 class Stack:
@@ -180,7 +165,7 @@ class Stack:
                 worker.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 pass
-        _kill_group(worker.proc)
+        kill_group(worker.proc)
         worker.close_log()
 
     def kill_worker(self, worker: Worker) -> None:
@@ -191,7 +176,7 @@ class Stack:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        _kill_group(worker.proc)
+        kill_group(worker.proc)
 
     def kill_pool(self, worker: Worker) -> list[int]:
         """SIGKILL only the pool children (the main process stays and replaces them)."""
@@ -239,14 +224,3 @@ class Stack:
             return None
 
         return wait_until(search, timeout, message=f"{pattern!r} in the worker logs")
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:  # pragma: no cover
-        pass

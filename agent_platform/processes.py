@@ -28,9 +28,10 @@ def tail(path: Path | str | None, lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def children_of(pid: int) -> list[int]:
-    """Direct children of ``pid``, from ``/proc/*/stat`` (Linux; psutil is not required)."""
-    found = []
+def proc_table() -> list[tuple[int, str, int, int]]:
+    """``(pid, state, ppid, pgrp)`` of every process, from ``/proc/*/stat`` (Linux;
+    psutil is not required)."""
+    table = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -38,10 +39,30 @@ def children_of(pid: int) -> list[int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
         fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 1 and int(fields[1]) == pid:
-            found.append(int(entry.name))
+        if len(fields) > 2:
+            table.append((int(entry.name), fields[0], int(fields[1]), int(fields[2])))
+    return table
+
+
+def children_of(pid: int) -> list[int]:
+    """Direct children of ``pid``."""
+    return [child for child, _, ppid, _ in proc_table() if ppid == pid]
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (children, their children, ...)."""
+    children: dict[int, list[int]] = {}
+    for child, _, ppid, _ in proc_table():
+        children.setdefault(ppid, []).append(child)
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
     return found
 
 

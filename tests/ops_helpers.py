@@ -18,7 +18,8 @@ import httpx
 import redis
 
 from agent_platform.embedded_redis import find_redis_server
-from agent_platform.processes import free_port, tail
+from agent_platform.processes import descendants as descendants
+from agent_platform.processes import free_port, proc_table, tail
 
 from .helpers import PLATFORM_VARS
 from .workers import REPO, wait_until
@@ -195,38 +196,8 @@ def wait_http(url: str, timeout: float = 60.0, auth: Any = None, status: int = 2
 
 
 def process_groups() -> dict[int, int]:
-    """pid -> process group id of every live (non-zombie) process, from /proc."""
-    groups: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()  # state ppid pgrp ...
-        if fields[0] != "Z":
-            groups[int(entry.name)] = int(fields[2])
-    return groups
-
-
-def descendants(pid: int) -> set[int]:
-    """Every live descendant of ``pid``."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents.setdefault(int(stat[stat.rfind(")") + 2 :].split()[1]), []).append(int(entry.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
+    """pid -> process group id of every live (non-zombie) process."""
+    return {pid: pgrp for pid, state, _, pgrp in proc_table() if state != "Z"}
 
 
 # -- a Redis with a password ------------------------------------------------------------

@@ -12,24 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agent_platform.processes import free_port
+from agent_platform.processes import descendants, free_port
 from agent_platform.testing import ScriptedModel, text, tool_call
 
-from .workers import REPO, children_of, wait_until
+from .workers import REPO, wait_until
 
 TERMINAL = ("COMPLETED", "FAILED", "TERMINATED")
-
-
-def descendants(pid: int) -> set[int]:
-    """Every process below ``pid`` (read from /proc)."""
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in children_of(todo.pop()):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
 
 
 def alive(pid: int) -> bool:

@@ -67,12 +67,10 @@ def _take_over_orphans(runtime: Any, store: Any, wf: str) -> int:
     meta = store.meta(wf)
     if meta["runtime_status"] != "RUNNING" or meta["agent"] not in runtime.agents:
         return 0
-    step, stage = meta["next"], meta["cursor"]
-    indexes = [c["index"] for c in step["calls"]] if step["kind"] == "tool" else [None]
-    orphans = [i for i in indexes if owner_is_dead(store.lease_owner(wf, stage, i))]
-    if not orphans:
+    stage = meta["cursor"]
+    if not any(owner_is_dead(store.lease_owner(wf, stage, index)) for index, _ in pending_steps(store, meta)):
         return 0
-    log.warning("taking over %s step %s/%s: the process that held it died", wf, step["kind"], stage)
+    log.warning("taking over %s step %s/%s: the process that held it died", wf, meta["next"]["kind"], stage)
     return redispatch(runtime, store, meta, reason="its worker died")
 
 
@@ -113,6 +111,15 @@ def _lease_held(store: Any, wf: str, stage: int, index: int | None) -> bool:
     return True
 
 
+def pending_steps(store: Any, meta: dict[str, Any]) -> list[tuple[int | None, str | None]]:
+    """``(call index, tool name)`` of each step of the current stage not yet checkpointed:
+    every unanswered call of a tool stage, else ``(None, None)`` for the one step."""
+    step, stage = meta["next"], meta["cursor"]
+    if step["kind"] != "tool":
+        return [(None, None)]
+    return [(c["index"], c["name"]) for c in step["calls"] if not store.is_done(meta["instance_id"], stage, c["index"])]
+
+
 def redispatch(runtime: Any, store: Any, meta: dict[str, Any], reason: str = "") -> int:
     """Dispatch every pending step of a workflow whose lease nobody holds; returns how many.
 
@@ -120,17 +127,11 @@ def redispatch(runtime: Any, store: Any, meta: dict[str, Any], reason: str = "")
     resume and raise-event (``reason`` says why: logged at INFO); duplicates are
     harmless (fencing).
     """
-    wf = meta["instance_id"]
-    step = meta["next"]
-    stage = meta["cursor"]
-    if step["kind"] == "tool":
-        pending = [(c["index"], c["name"]) for c in step["calls"] if not store.is_done(wf, stage, c["index"])]
-    else:
-        pending = [(None, None)]
+    wf, stage, kind = meta["instance_id"], meta["cursor"], meta["next"]["kind"]
     messages = [
-        StepMessage(meta["agent"], wf, step["kind"], stage, idx, tool=name)
-        for idx, name in pending
-        if not _lease_held(store, wf, stage, idx)
+        StepMessage(meta["agent"], wf, kind, stage, index, tool=name)
+        for index, name in pending_steps(store, meta)
+        if not _lease_held(store, wf, stage, index)
     ]
     for message in messages:
         if reason:

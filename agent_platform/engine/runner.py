@@ -157,18 +157,13 @@ def _commit(
         finish_workflow(runtime, store, message.workflow_id, {**meta, **outcome.updates})
         return "failed" if result.status == "FAILED" else "done"
     pending = outcome.updates.get("pending_event")
-    if result.status == "SUSPENDED" and pending and store.event(message.workflow_id, pending["name"]) is not None:
+    early = store.event(message.workflow_id, pending["name"]) if pending and result.status == "SUSPENDED" else None
+    if early is not None:
         # The event arrived between the step's look and this checkpoint: raise_event saw
         # a RUNNING workflow and did not wake it, so wake it now.
         from .control import raise_event  # control imports this module
 
-        raise_event(
-            runtime,
-            message.workflow_id,
-            pending["name"],
-            store.event(message.workflow_id, pending["name"]),
-            worker="engine",
-        )
+        raise_event(runtime, message.workflow_id, pending["name"], early, worker="engine")
         return "done"
     if result.status == "RUNNING" and (result.advanced or outcome.mode == "stay"):
         runtime.dispatch_many(outcome.dispatch, countdown=outcome.countdown)

@@ -85,11 +85,14 @@ def main() -> None:
 @click.option("--agent", default=None, help="Agent name when APP loads several.")
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for the answer.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final status as JSON.")
-def run(app: str | None, task: str, session_id: str | None, agent: str | None, timeout: float, as_json: bool) -> None:
+@click.option("--tokens/--no-tokens", default=True, show_default=True, help="Show the model's text as it is written.")
+def run(
+    app: str | None, task: str, session_id: str | None, agent: str | None, timeout: float, as_json: bool, tokens: bool
+) -> None:
     """Start a turn of APP (module:attribute; default $AGENT_APP), print each step as it is
-    checkpointed, then the answer. Needs a running worker. Exit 1 unless COMPLETED."""
-    from .follow import describe_step, follow_steps
+    checkpointed, then the answer. Needs a running worker. Exit 1 unless COMPLETED.
 
+    The model's text is shown on stderr as it is written (stdout holds the steps)."""
     _use_app(app)
     try:
         rt = _runtime()
@@ -97,13 +100,22 @@ def run(app: str | None, task: str, session_id: str | None, agent: str | None, t
         wf, _ = rt.start_workflow(name, task, session_id=session_id)
         click.echo(f"workflow {wf} started (agent {name})", err=True)
         store = rt.store_for(name)
-        for record in follow_steps(store, wf, timeout=timeout):
-            click.echo(describe_step(record))
+        _print_live(store, wf, -1, tokens, timeout)
         status = public_status(store.meta(wf))
     except (AgentPlatformError, TimeoutError) as exc:
         raise click.ClickException(str(exc)) from exc
     _print_final(status, as_json)
     sys.exit(0 if status["runtime_status"] == "COMPLETED" else 1)
+
+
+def _print_live(store: Any, workflow_id: str, after: int, tokens: bool, timeout: float | None = None) -> None:
+    """Print the steps (stdout) and the model's streamed text (stderr) until the workflow ends."""
+    from .follow import describe_step
+    from .timeline import LivePrinter, Position, follow_until
+
+    show = LivePrinter(describe_step, sys.stdout, sys.stderr)
+    for event in follow_until(store, workflow_id, Position(after), tokens=tokens, timeout=timeout):
+        show(event)
 
 
 def _print_final(status: dict[str, Any], as_json: bool) -> None:
@@ -135,15 +147,13 @@ def status(workflow_id: str, app: str | None) -> None:
 @click.argument("workflow_id")
 @click.option("--app", default=None, help="module:attribute (default $AGENT_APP).")
 @click.option("--after", default=-1, help="Print steps after this sequence number.")
-def tail(workflow_id: str, app: str | None, after: int) -> None:
-    """Follow a workflow's steps until it ends."""
-    from .follow import describe_step, follow_steps
-
+@click.option("--tokens/--no-tokens", default=True, show_default=True, help="Show the model's text as it is written.")
+def tail(workflow_id: str, app: str | None, after: int, tokens: bool) -> None:
+    """Follow a workflow's steps until it ends (the model's text on stderr as it is written)."""
     _use_app(app)
     try:
         store = _runtime().find_store(workflow_id)
-        for record in follow_steps(store, workflow_id, after=after):
-            click.echo(describe_step(record))
+        _print_live(store, workflow_id, after, tokens)
         _print_final(public_status(store.meta(workflow_id)), False)
     except AgentPlatformError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -31,8 +31,10 @@ from .processes import stop_process, tail
 log = logging.getLogger("agent_platform.dev")
 
 #: The embedded model's profile: deterministic, short answers, one tool round, tool
-#: results as user messages (its chat template drops ``tool`` messages).
+#: results as user messages (its chat template drops ``tool`` messages), answers streamed
+#: but not tool calls (its chatml-function-calling cannot stream an automatic tool choice).
 LOCAL_MODEL_PROFILE = {
+    "AGENT_PLATFORM_LLM_STREAM": "text",
     "AGENT_PLATFORM_LLM_TEMPERATURE": "0",
     "AGENT_PLATFORM_LLM_MAX_TOOL_ROUNDS": "1",
     "AGENT_PLATFORM_LLM_MAX_TOKENS": "160",

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
-from .store.workflows import TERMINAL, WorkflowStore
+from .store.workflows import WorkflowStore
+from .timeline import Position, follow_until
 
 
 def follow_steps(
-    store: WorkflowStore, workflow_id: str, after: int = -1, timeout: float | None = None, block_ms: int = 1000
+    store: WorkflowStore, workflow_id: str, after: int = -1, timeout: float | None = None
 ) -> Iterator[dict[str, Any]]:
     """Yield step records with ``seq > after`` as they are appended (XREAD BLOCK), and
     stop once the workflow has a final status and every record was yielded.
@@ -23,21 +23,9 @@ def follow_steps(
         WorkflowNotFound: the workflow does not exist (or was purged meanwhile).
         TimeoutError: ``timeout`` passed before the workflow ended.
     """
-    deadline = None if timeout is None else time.monotonic() + timeout
-    last = after
-    while True:
-        records = store.steps(workflow_id, after=last)
-        if not records:
-            # A final status is checkpointed with the last record: once it is final,
-            # every record is readable (checked again in case it landed meanwhile).
-            if store.meta(workflow_id)["runtime_status"] in TERMINAL and not store.steps(workflow_id, after=last):
-                return
-            records = store.wait_steps(workflow_id, last, block_ms)
-        for record in records:
-            last = record["seq"]
-            yield record
-        if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError(f"workflow {workflow_id} did not end within {timeout} s")
+    for event in follow_until(store, workflow_id, Position(after), tokens=False, timeout=timeout):
+        if event.kind == "step":
+            yield event.data
 
 
 def describe_step(record: dict[str, Any]) -> str:

@@ -36,6 +36,8 @@ ENV_FIELDS: dict[str, str] = {
     "AGENT_PLATFORM_BUS_CLAIM_IDLE": "bus_claim_idle",
     "AGENT_PLATFORM_BUS_BLOCK": "bus_block",
     "AGENT_PLATFORM_BUS_DEDUP_TTL": "bus_dedup_ttl",
+    "AGENT_PLATFORM_TOKEN_STREAM_TTL": "token_stream_ttl",
+    "AGENT_PLATFORM_TOKEN_STREAM_MAXLEN": "token_stream_maxlen",
 }
 
 
@@ -74,6 +76,9 @@ class Settings:
             consumer claims it (``XAUTOCLAIM`` min-idle-time).
         bus_block: seconds one ``XREADGROUP BLOCK`` waits for messages.
         bus_dedup_ttl: seconds a handled message id is remembered (duplicates dropped).
+        token_stream_ttl: seconds a workflow's token stream (the model's deltas for live
+            clients, not part of any checkpoint) lives after its last entry.
+        token_stream_maxlen: approximate cap on entries of one token stream (``MAXLEN ~``).
     """
 
     agent_app: str | None = None
@@ -98,6 +103,8 @@ class Settings:
     bus_claim_idle: float = 30.0
     bus_block: float = 1.0
     bus_dedup_ttl: float = 24 * 3600.0
+    token_stream_ttl: float = 300.0
+    token_stream_maxlen: int = 5000
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -23,6 +23,7 @@ from ..tool import ToolContext
 from .dispatch import StepMessage
 from .prompt import build_messages
 from .records import StepClock
+from .tokens import chat_streaming
 
 
 @dataclass
@@ -134,7 +135,8 @@ def run_llm(ctx: StepContext) -> Outcome:
     last = last_by_iterations or (limit_rounds is not None and rounds >= limit_rounds)
     tools = agent.tool_schemas()
     try:
-        reply = agent.llm.chat(messages, tools, "none" if (last and tools) else None)
+        # Streamed to the token side channel; the reply (and the record) is the same as unstreamed.
+        reply = chat_streaming(ctx, messages, tools, "none" if (last and tools) else None)
     except RetryableLLMError as exc:
         if attempt >= ctx.settings.llm_max_attempts:
             return fail(ctx, exc, attempt)

@@ -13,12 +13,14 @@ import math
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import openai
 
 from ..errors import ConfigurationError, LLMError, RetryableLLMError
 from .reply import AssistantReply, parse_chat_completion
+from .streaming import stream_chat
 
 DEFAULT_MODEL = "gpt-4o-mini"
 #: HTTP statuses worth another attempt: request timeout, conflict, rate limit, server errors.
@@ -31,8 +33,8 @@ class OpenAIChatClient:
     Every argument left None is read from the environment when the first call is made
     (not at import): ``OPENAI_MODEL``, ``OPENAI_BASE_URL``, ``OPENAI_API_KEY``,
     ``AGENT_PLATFORM_LLM_TEMPERATURE``, ``AGENT_PLATFORM_LLM_MAX_TOOL_ROUNDS``,
-    ``AGENT_PLATFORM_LLM_MAX_TOKENS``, ``AGENT_PLATFORM_LLM_TOOL_RESULT_ROLE`` (dev mode sets
-    these for the embedded model).
+    ``AGENT_PLATFORM_LLM_MAX_TOKENS``, ``AGENT_PLATFORM_LLM_TOOL_RESULT_ROLE``,
+    ``AGENT_PLATFORM_LLM_STREAM`` (dev mode sets these for the embedded model).
 
     Args:
         model: model name sent as ``model`` (default ``$OPENAI_MODEL`` or gpt-4o-mini).
@@ -47,6 +49,10 @@ class OpenAIChatClient:
             as user messages, for servers whose chat template drops ``tool`` messages
             (llama-cpp-python's ``chatml-function-calling`` does).
         extra_body: extra JSON fields for every request (server-specific options).
+        stream: when a call with a delta listener is made with ``stream=True``: ``"on"``
+            (default: always), ``"text"`` (only calls that cannot call tools: for servers
+            that cannot stream tool calls, like llama-cpp-python's chatml-function-calling)
+            or ``"off"``. The reply is the same either way.
     """
 
     def __init__(
@@ -60,6 +66,7 @@ class OpenAIChatClient:
         max_tokens: int | None = None,
         tool_result_role: str | None = None,
         extra_body: dict[str, Any] | None = None,
+        stream: str | None = None,
     ) -> None:
         self.model = model
         self.base_url = base_url
@@ -70,6 +77,7 @@ class OpenAIChatClient:
         self.max_tokens = max_tokens
         self.tool_result_role = tool_result_role
         self.extra_body = extra_body or {}
+        self.stream = stream
         #: Values of a ``conversation.openai`` component (``key``, ``model``, ``endpoint``,
         #: ``temperature``), used where neither an argument nor the environment sets one.
         self.component_defaults: dict[str, str] = {}
@@ -107,7 +115,11 @@ class OpenAIChatClient:
         role = self.tool_result_role or env.get("AGENT_PLATFORM_LLM_TOOL_RESULT_ROLE") or "tool"
         if role not in ("tool", "user"):
             raise ConfigurationError(f"tool_result_role must be 'tool' or 'user', not {role!r}")
+        stream = self.stream or env.get("AGENT_PLATFORM_LLM_STREAM") or "on"
+        if stream not in ("on", "text", "off"):
+            raise ConfigurationError(f"stream must be 'on', 'text' or 'off', not {stream!r}")
         return {
+            "stream": stream,
             "model": self.model or env.get("OPENAI_MODEL") or comp.get("model") or DEFAULT_MODEL,
             "base_url": base_url,
             "api_key": api_key or "not-needed",
@@ -135,6 +147,7 @@ class OpenAIChatClient:
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]] | None = None,
         tool_choice: str | None = None,
+        on_delta: Callable[[dict[str, Any] | None], None] | None = None,
     ) -> AssistantReply:
         """Make one chat completion.
 
@@ -142,6 +155,9 @@ class OpenAIChatClient:
             messages: OpenAI-shaped messages.
             tools: OpenAI ``tools`` entries (omitted from the request when empty).
             tool_choice: ``"none"`` to forbid tool calls, ``"auto"``, or None.
+            on_delta: a listener of the model's deltas: the call is then streamed
+                (``stream=True``, unless ``stream`` says otherwise) and the reply is the
+                same as unstreamed (see :mod:`agent_platform.llm.streaming`).
 
         Returns:
             The parsed reply (see :func:`parse_chat_completion` for the servers' quirks).
@@ -168,6 +184,10 @@ class OpenAIChatClient:
             request["extra_body"] = self.extra_body
         client = self._sdk(cfg)
         try:
+            if on_delta is not None and _streams(cfg["stream"], tools, request.get("tool_choice")):
+                streamed = stream_chat(client, request, on_delta, self.timeout)
+                if streamed is not None:  # None: the server refused stream=True; ask unstreamed
+                    return streamed
             raw = client.chat.completions.with_raw_response.create(**request)
         except openai.APITimeoutError as exc:
             raise RetryableLLMError(f"model request timed out after {self.timeout}s") from exc
@@ -183,6 +203,11 @@ class OpenAIChatClient:
         except ValueError as exc:
             raise RetryableLLMError(f"the model server sent a body that is not JSON: {raw.text[:200]!r}") from exc
         return parse_chat_completion(body)
+
+
+def _streams(mode: str, tools: list[dict[str, Any]] | None, tool_choice: str | None) -> bool:
+    """Whether a call is streamed under ``mode`` (``on``, ``text``: only without tools, ``off``)."""
+    return mode == "on" or (mode == "text" and (not tools or tool_choice == "none"))
 
 
 def tool_results_as_user(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

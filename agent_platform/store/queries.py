@@ -67,7 +67,7 @@ class WorkflowQueries:
             raise InvalidTransition(f"cannot purge a workflow that is {meta['runtime_status']}", meta["runtime_status"])
         leases = list(self.client.scan_iter(match=self.key(workflow_id, "lease:*"), count=100))
         pipe = self.client.pipeline(transaction=False)
-        for part in ("meta", "steps", "done", "callback"):
+        for part in ("meta", "steps", "done", "callback", "tokens", "tokens:run"):
             pipe.delete(self.key(workflow_id, part))
         for lease in leases:
             pipe.delete(lease)

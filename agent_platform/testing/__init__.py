@@ -3,7 +3,9 @@
 :class:`ScriptedModel` serves ``POST /v1/chat/completions`` from a script of replies on
 a free local port; point the platform (or any ``openai`` client, in any process) at
 ``model.base_url``. Build replies with :func:`text`, :func:`tool_call`,
-:func:`tool_calls`, :func:`error`, :func:`delay` and :func:`raw`.
+:func:`tool_calls`, :func:`error`, :func:`delay` and :func:`raw`; a request with
+``"stream": true`` gets them as streamed chunks (:func:`streamed` and :class:`StreamStyle`
+for the quirks of other servers).
 
 Example::
 
@@ -33,15 +35,18 @@ from .replies import (
     tool_calls,
 )
 from .server import ScriptedModel
+from .streaming import StreamStyle, streamed
 
 __all__ = [
     "Reply",
     "ReplyLike",
     "Responder",
     "ScriptedModel",
+    "StreamStyle",
     "delay",
     "error",
     "raw",
+    "streamed",
     "text",
     "tool_call",
     "tool_calls",

@@ -15,7 +15,10 @@ import dataclasses
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+if TYPE_CHECKING:
+    from .streaming import StreamStyle
 
 __all__ = [
     "Reply",
@@ -73,6 +76,8 @@ class Reply:
         delay: seconds to wait before answering (interrupted by ``ScriptedModel.stop``).
         deferred: a Responder called after ``delay`` (set by ``delay(seconds, fn)``);
             its reply is sent instead of this one.
+        stream: how to stream this reply to a ``"stream": true`` request (set by
+            :func:`~agent_platform.testing.streamed`); None: the server's style.
     """
 
     message: Mapping[str, Any] | None = None
@@ -83,6 +88,7 @@ class Reply:
     headers: Mapping[str, str] = field(default_factory=dict)
     delay: float = 0.0
     deferred: Responder | None = None
+    stream: StreamStyle | None = None
 
 
 def text(content: str, *, usage: Mapping[str, int] | None = None) -> Reply:

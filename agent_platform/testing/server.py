@@ -24,6 +24,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from .replies import Reply, ReplyLike, Responder, coerce_reply, error_body
+from .streaming import StreamStyle, sse_response
 
 __all__ = ["ScriptedModel"]
 
@@ -57,8 +58,9 @@ class ScriptedModel:
     the script is empty it asks the responder (:meth:`set_responder`), then ``default``;
     with none of them it answers HTTP 500 ``"ScriptedModel: script exhausted (N calls)"``
     so that the test fails loudly. ``GET /v1/models`` lists ``model_name``. Requests
-    with ``"stream": true`` are answered 400 (streaming is not scripted) without taking
-    a reply. Every request to ``/chat/completions`` is counted and recorded on arrival.
+    with ``"stream": true`` get the same reply as Server-Sent Events chunks (see
+    :mod:`agent_platform.testing.streaming`; errors stay JSON, as OpenAI answers them).
+    Every request to ``/chat/completions`` is counted and recorded on arrival.
 
     Example::
 
@@ -79,6 +81,8 @@ class ScriptedModel:
         model_name: the ``model`` in responses and in ``/v1/models``.
         default: the reply (or callable) used whenever the script is empty and no
             responder is set; None means "fail loudly".
+        stream: how replies are streamed (a reply's own :func:`streamed` style wins);
+            None: OpenAI's way. Settable as the ``stream`` attribute; :meth:`reset` clears it.
 
     Attributes:
         requests: the JSON bodies received, in arrival order (a body that is not a JSON
@@ -100,10 +104,12 @@ class ScriptedModel:
         port: int = 0,
         model_name: str = "scripted-model",
         default: Reply | Responder | None = None,
+        stream: StreamStyle | None = None,
     ) -> None:
         self.host = host
         self.model_name = model_name
         self.default = default
+        self.stream = stream
         self.requests: list[dict[str, Any]] = []
         self.request_times: list[float] = []
         self.errors: list[BaseException] = []
@@ -253,8 +259,10 @@ class ScriptedModel:
                 )
 
     def reset(self) -> None:
-        """Empty the script, drop the responder and forget recorded requests and errors."""
+        """Empty the script, drop the responder and the stream style, and forget recorded
+        requests and errors."""
         with self._lock:
+            self.stream = None
             self._script.clear()
             self._responder = None
             self._calls = 0
@@ -297,17 +305,11 @@ class ScriptedModel:
             self.requests.append(body if valid else {"_invalid_json": data})
             self.request_times.append(arrived)
             self._arrived.notify_all()
-            streaming = valid and bool(body.get("stream"))
-            if valid and not streaming:
+            if valid:
                 item = self._script.popleft() if self._script else (self._responder or self.default)
         if not valid:
             return _json(
                 error_body(400, "ScriptedModel: the request body is not a JSON object"),
-                400,
-            )
-        if streaming:
-            return _json(
-                error_body(400, "ScriptedModel: streaming (stream=true) is not scripted"),
                 400,
             )
         if item is None:
@@ -341,7 +343,7 @@ class ScriptedModel:
             **reply.headers,
         }
         if reply.body is not None:
-            return _json(reply.body, reply.status, headers)
+            return self._answer(reply, reply.body, request, headers)
         message: dict[str, Any] = {
             "role": "assistant",
             "content": None,
@@ -372,7 +374,16 @@ class ScriptedModel:
             "usage": _usage(reply.usage, request, message),
             "system_fingerprint": "fp_scripted",
         }
-        return _json(completion, reply.status, headers)
+        return self._answer(reply, completion, request, headers)
+
+    def _answer(
+        self, reply: Reply, body: Mapping[str, Any], request: dict[str, Any], headers: dict[str, str]
+    ) -> Response:
+        """The body as JSON, or as SSE chunks to a ``"stream": true`` request (a 200 with choices)."""
+        style = reply.stream or self.stream or StreamStyle()
+        if not request.get("stream") or style.ignore_stream or reply.status != 200 or not body.get("choices"):
+            return _json(body, reply.status, headers)
+        return sse_response(dict(body), style, request, headers, self._stopping)
 
 
 def _json(

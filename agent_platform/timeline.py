@@ -1,0 +1,213 @@
+"""A workflow's live timeline: its step records and its model's tokens, in the order they
+happened, with ids to resume from (``GET /workflows/<id>/events``, ``agent-platform run``).
+
+Event ids: a step's id is its ``seq`` (``"4"``); a token event's id is ``"<seq>:<entry>"``,
+the seq of the step it follows and its token stream entry id (``"4:1718000000123-0"``).
+Ids order every event of a workflow, so ``Last-Event-ID`` with either kind resumes with
+nothing skipped and nothing sent twice: step ``n`` resumes after that step (with the
+tokens that followed it), ``n:<entry>`` after that token. Token entries carry the seq of
+the last step record when they were written (see :mod:`agent_platform.store.tokens`),
+which puts them between the right steps; a token of a step whose record was already
+sent is dropped (a late writer: the record holds the complete reply).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from .errors import ValidationError
+from .status import public_status
+from .store.tokens import TokenChannel, TokenEntry
+from .store.workflows import TERMINAL, WorkflowStore
+
+#: Token entries read per round trip; a full batch means there may be more.
+READ_COUNT = 1000
+_ID = re.compile(r"(-1|[0-9]{1,15})(?::([0-9]{1,20}-[0-9]{1,20}))?")
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a client is: after step ``step`` and, when set, after token entry ``token``."""
+
+    step: int = -1
+    token: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Position:
+        """Read an event id (``"4"`` or ``"4:1718000000123-0"``).
+
+        Raises:
+            ValidationError: not an event id of this API.
+        """
+        match = _ID.fullmatch(text.strip())
+        if not match:
+            raise ValidationError(f"Last-Event-ID must be a step seq or <seq>:<token id>, got {text[:40]!r}")
+        return cls(int(match.group(1)), match.group(2))
+
+    def __str__(self) -> str:
+        return str(self.step) if self.token is None else f"{self.step}:{self.token}"
+
+
+@dataclass(frozen=True)
+class TimelineEvent:
+    """One event: ``kind`` is ``step``, ``token``, ``retry`` or ``status`` (the last one).
+
+    Attributes:
+        data: the step record, the token data (``seq``, ``attempt``, ``text``?,
+            ``tool_calls``?, ``finish_reason``?), the retry (``seq``, ``attempt``), or the
+            status of ``GET /workflows/<id>``.
+        id: the event id (None for ``status``).
+    """
+
+    kind: str
+    data: dict[str, Any]
+    id: str | None
+
+
+def follow_timeline(
+    store: WorkflowStore,
+    workflow_id: str,
+    after: Position = Position(),
+    tokens: bool = True,
+    block_ms: int = 1000,
+    channel: TokenChannel | None = None,
+) -> Iterator[TimelineEvent | None]:
+    """Yield the events after ``after`` as they happen, then the final ``status`` event.
+
+    Yields None after each ``block_ms`` wait with nothing new (time for a keep-alive).
+
+    Args:
+        tokens: also yield ``token`` and ``retry`` events.
+        channel: the token channel (default: one on ``store``).
+
+    Raises:
+        WorkflowNotFound: the workflow does not exist (or was purged meanwhile).
+        redis.RedisError: Redis stopped answering.
+    """
+    channel = channel or TokenChannel(store)
+    last_step, last_token = after.step, after.token or "0-0"
+    pending: deque[TokenEntry] = deque()
+    while True:
+        # Steps first, tokens second: a token written before step n is readable once step n is.
+        records = store.steps(workflow_id, after=last_step)
+        horizon = None
+        if tokens:
+            entries = channel.read(workflow_id, last_token, READ_COUNT)
+            if entries:
+                last_token = entries[-1].id
+                pending.extend(entries)
+            if len(entries) == READ_COUNT:
+                horizon = entries[-1].after  # not every token is read: no step beyond them yet
+        emitted = False
+        for record in records:
+            if horizon is not None and record["seq"] > horizon:
+                break
+            for event in _due(pending, record["seq"] - 1, last_step):
+                yield event
+            last_step = record["seq"]
+            emitted = True
+            yield TimelineEvent("step", record, str(last_step))
+        for event in _due(pending, last_step, last_step):
+            emitted = True
+            yield event
+        if emitted or horizon is not None:
+            continue
+        # The final status is checkpointed with the last record: once it is final and no
+        # record is left, the timeline is complete.
+        meta = store.meta(workflow_id)
+        if meta["runtime_status"] in TERMINAL and not store.steps(workflow_id, after=last_step, count=1):
+            yield TimelineEvent("status", public_status(meta), None)
+            return
+        if not channel.wait(workflow_id, last_step, last_token if tokens else None, block_ms):
+            yield None
+
+
+def _due(pending: deque[TokenEntry], upto: int, last_step: int) -> Iterator[TimelineEvent]:
+    """Pop the token entries written before step ``upto + 1``; drop those of steps already sent."""
+    while pending and pending[0].after <= upto:
+        entry = pending.popleft()
+        if entry.after >= last_step:
+            kind = "token" if entry.type == "delta" else entry.type
+            yield TimelineEvent(kind, entry.event_data(), f"{entry.after}:{entry.id}")
+
+
+def follow_until(
+    store: WorkflowStore,
+    workflow_id: str,
+    after: Position = Position(),
+    tokens: bool = True,
+    timeout: float | None = None,
+) -> Iterator[TimelineEvent]:
+    """:func:`follow_timeline` without the idle Nones, ending with the ``status`` event.
+
+    Raises:
+        TimeoutError: ``timeout`` seconds passed before the workflow ended.
+        WorkflowNotFound: as :func:`follow_timeline`.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for event in follow_timeline(store, workflow_id, after, tokens):
+        if event is not None:
+            yield event
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"workflow {workflow_id} did not end within {timeout} s")
+
+
+class LivePrinter:
+    """Prints a timeline for people: one line per step on ``out``, and the model's text
+    (and tool call arguments) on ``live`` as it is written, ended before the step that
+    records it.
+
+    Args:
+        describe: one line for a step record (e.g. :func:`agent_platform.follow.describe_step`).
+        out: where step lines go (default ``sys.stdout``).
+        live: where the streamed text goes (default ``out``; the CLI uses stderr, so that
+            stdout holds only the durable record).
+    """
+
+    def __init__(
+        self, describe: Callable[[dict[str, Any]], str], out: TextIO | None = None, live: TextIO | None = None
+    ) -> None:
+        self.describe = describe
+        self.out = out or sys.stdout
+        self.live = live or self.out
+        self._open = False  # a line of streamed text is open
+        self._calls: set[tuple[int, int]] = set()
+
+    def __call__(self, event: TimelineEvent) -> None:
+        """Print one event (``status`` prints nothing: the caller reports the outcome)."""
+        if event.kind == "token":
+            self._token(event.data)
+        elif event.kind == "retry":
+            self._end_line()
+            _write(self.live, "  (the model call is made again: the text above is void)\n")
+        elif event.kind == "step":
+            self._end_line()
+            _write(self.out, self.describe(event.data) + "\n")
+
+    def _token(self, data: dict[str, Any]) -> None:
+        text = "" if self._open else "  > "
+        self._open = True
+        text += data.get("text") or ""
+        for call in data.get("tool_calls") or []:
+            key = (data["seq"], call["index"])
+            if key not in self._calls and call.get("name"):
+                self._calls.add(key)
+                text += f"{call['name']} "
+            text += call.get("arguments") or ""
+        _write(self.live, text.replace("\n", "\n    "))
+
+    def _end_line(self) -> None:
+        if self._open:
+            _write(self.live, "\n")
+            self._open = False
+
+
+def _write(stream: TextIO, text: str) -> None:
+    stream.write(text)
+    stream.flush()

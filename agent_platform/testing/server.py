@@ -43,6 +43,11 @@ class _QuietHandler(WSGIRequestHandler):
 
     protocol_version = "HTTP/1.0"
 
+    def setup(self) -> None:
+        """Send each write at once (TCP_NODELAY), as model servers stream their chunks."""
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """Log nothing per request."""
 

@@ -191,7 +191,10 @@ def sse_response(
                 return
             yield line
 
-    return Response(events(), status=200, headers=headers, mimetype="text/event-stream")
+    # A known length ends the body without waiting for the connection to close (the
+    # server is HTTP/1.0: no chunked encoding); each event is still written on its own.
+    length = {"Content-Length": str(sum(len(line) for line in lines))}
+    return Response(events(), status=200, headers={**headers, **length}, mimetype="text/event-stream")
 
 
 def _held(gate: threading.Event, stopping: threading.Event, limit: float = 60.0) -> bool:

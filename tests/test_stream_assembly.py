@@ -318,6 +318,11 @@ def test_a_server_that_refuses_to_stream_is_asked_again_without_stream(
     reply = llm.chat(USER, TOOLS, on_delta=lambda d: None)
     assert [c.arguments for c in reply.tool_calls] == [PARIS]
     assert [r.get("stream") for r in model.requests] == [True, None]
+    # a 200 that streams nothing at all is a refusal too (llama-cpp-python's automatic tool choice)
+    model.reset()
+    model.add(streamed(text("never streamed"), break_after=0), "asked unstreamed")
+    assert llm.chat(USER, on_delta=lambda d: None).content == "asked unstreamed"
+    assert [r.get("stream") for r in model.requests] == [True, None]
     # any other error is the call's error, asked once
     model.reset()
     model.add(error(400, error_body(400, "context too long")), "never sent")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import math
 import os
 import threading
@@ -23,6 +24,8 @@ from .reply import AssistantReply, parse_chat_completion
 from .streaming import stream_chat
 
 DEFAULT_MODEL = "gpt-4o-mini"
+log = logging.getLogger("agent_platform.llm")
+
 #: HTTP statuses worth another attempt: request timeout, conflict, rate limit, server errors.
 RETRYABLE_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 
@@ -84,6 +87,8 @@ class OpenAIChatClient:
         self._client: openai.OpenAI | None = None
         self._lock = threading.Lock()
         self._pid: int | None = None
+        #: The server refused a streamed call with tools: later ones are not streamed.
+        self._no_stream_with_tools = False
 
     def __repr__(self) -> str:  # never show the key
         return f"<OpenAIChatClient model={self.model!r} base_url={self.base_url!r}>"
@@ -142,6 +147,19 @@ class OpenAIChatClient:
                 self._pid = os.getpid()
             return self._client
 
+    def _stream_refused(self, cfg: dict[str, Any], with_tools: bool) -> openai.OpenAI:
+        """The server refused ``stream=True``: remember it for calls with tools (a server
+        that cannot stream a tool choice), and give a fresh SDK client (the refused
+        stream's connection may be closing: it must not be reused)."""
+        if with_tools and not self._no_stream_with_tools:
+            self._no_stream_with_tools = True
+            log.warning("%s refused a streamed call with tools: such calls are no longer streamed", cfg["base_url"])
+        with self._lock:
+            old, self._client = self._client, None
+        if old is not None:
+            old.close()
+        return self._sdk(cfg)
+
     def chat(
         self,
         messages: list[dict[str, Any]],
@@ -184,10 +202,12 @@ class OpenAIChatClient:
             request["extra_body"] = self.extra_body
         client = self._sdk(cfg)
         try:
-            if on_delta is not None and _streams(cfg["stream"], tools, request.get("tool_choice")):
+            mode = "text" if self._no_stream_with_tools and cfg["stream"] == "on" else cfg["stream"]
+            if on_delta is not None and _streams(mode, tools, request.get("tool_choice")):
                 streamed = stream_chat(client, request, on_delta, self.timeout)
-                if streamed is not None:  # None: the server refused stream=True; ask unstreamed
+                if streamed is not None:
                     return streamed
+                client = self._stream_refused(cfg, bool(tools))  # asked again, unstreamed
             raw = client.chat.completions.with_raw_response.create(**request)
         except openai.APITimeoutError as exc:
             raise RetryableLLMError(f"model request timed out after {self.timeout}s") from exc

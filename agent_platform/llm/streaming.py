@@ -44,9 +44,11 @@ from .reply import AssistantReply, parse_chat_completion
 DeltaSink = Callable[[dict[str, Any] | None], None]
 
 #: HTTP statuses with which a server may refuse a streamed request it would answer
-#: unstreamed, when its error message names streaming (llama-cpp-python's
-#: chatml-function-calling answers 500 "Automatic streaming tool choice is not supported";
-#: some gateways reject ``stream_options`` with 400/422). Other errors are not asked twice.
+#: unstreamed, when its error message names streaming (some gateways reject
+#: ``stream_options`` with 400/422, servers without streaming say so with 500/501). Other
+#: errors are not asked twice. A 200 whose stream ends with no data at all is a refusal
+#: too: llama-cpp-python's server (0.3.x, chatml-function-calling) raises "Automatic
+#: streaming tool choice is not supported" after sending the headers (and a ping comment).
 STREAM_REFUSED = frozenset({400, 415, 422, 500, 501})
 
 
@@ -257,8 +259,8 @@ def stream_chat(
 
     Returns:
         The reply, or None when the server refused the streamed request (a status of
-        :data:`STREAM_REFUSED` whose message names streaming): the caller asks again
-        without ``stream``.
+        :data:`STREAM_REFUSED` whose message names streaming, or an empty body): the
+        caller asks again without ``stream``.
 
     Raises:
         RetryableLLMError: the deadline passed, the stream broke off or ended before its
@@ -362,7 +364,10 @@ class _StreamReader:
         for delta in self.assembler.add(chunk):
             self.on_delta(delta)
 
-    def finish(self) -> AssistantReply:
+    def finish(self) -> AssistantReply | None:
+        """The reply; None when nothing was streamed (an empty body, or comments only: a refusal)."""
+        if not self.sniffed or (self.json is None and not self.assembler.chunks and not self.done):
+            return None
         if self.json is not None:
             try:
                 body = json.loads(bytes(self.json))

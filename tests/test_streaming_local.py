@@ -20,26 +20,10 @@ from agent_platform.devmode import LOCAL_MODEL_PROFILE
 from agent_platform.llm.openai_client import OpenAIChatClient
 from agent_platform.local_model import LocalModelServer
 
-pytestmark = pytest.mark.local_model
+from .test_embedded import TRAVEL_MESSAGES as MESSAGES
+from .test_embedded import TRAVEL_TOOLS as TOOLS
 
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "search_flights",
-            "description": "Search for flights to the specified destination.",
-            "parameters": {
-                "type": "object",
-                "properties": {"destination": {"type": "string", "description": "Destination city name"}},
-                "required": ["destination"],
-            },
-        },
-    }
-]
-MESSAGES = [
-    {"role": "system", "content": "You are a Travel Planner."},
-    {"role": "user", "content": "I want to find flights to Paris"},
-]
+pytestmark = pytest.mark.local_model
 
 
 @pytest.fixture(scope="module")

@@ -175,7 +175,8 @@ class OpenAIChatClient:
         cfg = self.resolved()
         if cfg["tool_result_role"] == "user":
             messages = tool_results_as_user(messages)
-        request: dict[str, Any] = {"model": cfg["model"], "messages": messages}
+        # httpx's per-phase timeouts no longer than the deadline (which bounds them all).
+        request: dict[str, Any] = {"model": cfg["model"], "messages": messages, "timeout": cfg["timeout"]}
         if tools:
             # Sent explicitly: llama-cpp-python leaves the tools out of the prompt without it.
             request["tools"] = tools

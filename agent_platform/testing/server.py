@@ -24,7 +24,7 @@ from werkzeug.wrappers import Request, Response
 
 from .replies import Reply, ReplyLike, Responder, coerce_reply, error_body, usage_for
 from .trickle import body_chunks, endless_headers, padded
-from .validation import history_problem, strict_json
+from .validation import request_problem
 
 __all__ = ["ScriptedModel"]
 
@@ -314,12 +314,11 @@ class ScriptedModel:
     def _chat(self, request: Request) -> Response:
         arrived = time.monotonic()
         data = request.get_data(as_text=True)
-        strict = self.validate_history
         try:
-            body = strict_json(data) if strict else json.loads(data)
+            body = json.loads(data)
         except ValueError:
             body = None
-        problem = history_problem(body) if strict and isinstance(body, dict) else None
+        problem = request_problem(data, body) if self.validate_history and isinstance(body, dict) else None
         item: Reply | Responder | None = None
         with self._lock:
             self._calls += 1

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["history_problem", "strict_json"]
+__all__ = ["history_problem", "request_problem", "strict_json"]
 
 
 def _reject_constant(name: str) -> Any:
@@ -41,12 +41,22 @@ def _is_object_text(value: Any) -> bool:
         return False
 
 
+def request_problem(text: str, body: dict[str, Any]) -> tuple[str, str] | None:
+    """The first problem of a chat request (its text and its decoded body), as
+    ``(message, param)``, or None when a strict server would accept it."""
+    try:
+        strict_json(text)
+    except ValueError as exc:
+        return f"We could not parse the JSON body of your request: {exc}", "body"
+    return history_problem(body)
+
+
 def history_problem(body: dict[str, Any]) -> tuple[str, str] | None:
     """The first problem of a chat request's ``messages``, as ``(message, param)``, or None."""
     messages = body.get("messages")
     if not isinstance(messages, list):
         return "'messages' must be an array", "messages"
-    waiting: dict[str, str] = {}  # call id -> where it was made
+    waiting: set[str] = set()  # ids of the calls not answered yet
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             return f"Invalid type for 'messages[{i}]': expected an object", f"messages.[{i}]"
@@ -59,7 +69,7 @@ def history_problem(body: dict[str, Any]) -> tuple[str, str] | None:
                     "message with 'tool_calls'.",
                     f"messages.[{i}].role",
                 )
-            del waiting[call_id]
+            waiting.discard(call_id)
             if not isinstance(message.get("content"), str | list):
                 return f"Invalid type for 'messages[{i}].content': expected a string", f"messages.[{i}].content"
             continue
@@ -80,7 +90,7 @@ def history_problem(body: dict[str, Any]) -> tuple[str, str] | None:
                     f"Invalid value for '{where}': expected a string holding a JSON object, got {arguments!r:.200}",
                     where.replace("[", ".["),
                 )
-            waiting[str(call.get("id"))] = where
+            waiting.add(str(call.get("id")))
     if waiting:
         ids = ", ".join(sorted(waiting))
         return f"The following tool_call_ids did not have response messages: {ids}", "messages"

@@ -56,6 +56,11 @@ def _text(events: list[SseEvent]) -> str:
     return "".join(e.data.get("text", "") for e in events if e.event == "token")
 
 
+def _received(call: dict[str, Any]) -> str:
+    """A recorded tool call's arguments as the model sent them (what its tokens spell)."""
+    return call.get("raw_arguments", call["function"]["arguments"])
+
+
 def _final_llm_index(events: list[SseEvent]) -> int:
     return next(i for i, e in enumerate(events) if e.event == "step" and e.data["kind"] == "llm" and
                 e.data["status"] == "ok" and not e.data["data"]["tool_calls"])  # fmt: skip
@@ -94,9 +99,7 @@ def test_tokens_arrive_live_before_the_record_and_make_the_output(
     first_llm = next(e for e in events if e.event == "step" and e.data["kind"] == "llm")
     fragments = [c for e in events if e.event == "token" and e.data["seq"] == first_llm.data["seq"]
                  for c in e.data.get("tool_calls", [])]  # fmt: skip
-    assert (
-        "".join(c["arguments"] for c in fragments) == first_llm.data["data"]["tool_calls"][0]["function"]["arguments"]
-    )
+    assert "".join(c["arguments"] for c in fragments) == _received(first_llm.data["data"]["tool_calls"][0])
     # the checkpoint is the step log alone: exactly the records, no token in it
     steps = [e.data for e in events if e.event == "step"]
     assert steps == api.steps(wf) and chain_problems(steps) == []
@@ -192,7 +195,7 @@ def test_streamed_tool_call_fragments_reassemble_to_the_unstreamed_arguments(
             if event.event == "token" and event.data["seq"] == llm.data["seq"]:
                 for fragment in event.data.get("tool_calls", []):
                     rebuilt[fragment["index"]] = rebuilt.get(fragment["index"], "") + fragment["arguments"]
-        assert list(rebuilt.values()) == [c["function"]["arguments"] for c in records[mode]["tool_calls"]]
+        assert list(rebuilt.values()) == [_received(c) for c in records[mode]["tool_calls"]]
         assert model.requests[0].get("stream") is True
 
     def without_ids(data: dict[str, Any]) -> dict[str, Any]:

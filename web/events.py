@@ -21,7 +21,6 @@ lifetime (a blocking ``XREAD`` must not share a connection; it goes back at the 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field
 
 from agent_platform.errors import WorkflowNotFound
+from agent_platform.jsontext import dumps
 from agent_platform.store.workflows import WorkflowStore
 from agent_platform.timeline import Position, follow_timeline
 
@@ -96,7 +96,7 @@ def sse(data: Any, event: str | None = None, event_id: int | str | None = None) 
     """One Server-Sent Event: optional ``id:`` and ``event:`` lines, a ``data:`` line of JSON."""
     head = "" if event_id is None else f"id: {event_id}\n"
     head += "" if event is None else f"event: {event}\n"
-    return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n"
+    return f"{head}data: {dumps(data, separators=(',', ':'))}\n\n"
 
 
 def _events(shared: WorkflowStore, workflow_id: str, after: Position, tokens: bool) -> Iterator[str]:

@@ -3,10 +3,14 @@
 The SDK's own retries are off (``max_retries=0``): the engine retries a failed call as a
 new attempt of the ``llm`` step, so every attempt is recorded in the step log and the
 wait between attempts is a Celery countdown, not a sleeping worker (DESIGN section 3, rule 4).
+The ``timeout`` is a deadline for the whole call (DESIGN section 3, rule 11): the SDK's
+async client runs on a per-process event loop (:mod:`.deadline`) and is cancelled, its
+connection closed, when the deadline passes, whatever the server sends meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import logging
@@ -20,12 +24,15 @@ from typing import Any
 import openai
 
 from ..errors import ConfigurationError, LLMError, RetryableLLMError
+from .deadline import MODEL_CALLS, DeadlineExceeded
 from .reply import AssistantReply, parse_chat_completion
 from .streaming import stream_chat
 
-DEFAULT_MODEL = "gpt-4o-mini"
 log = logging.getLogger("agent_platform.llm")
 
+DEFAULT_MODEL = "gpt-4o-mini"
+#: Seconds a whole model call may take unless ``timeout`` or ``AGENT_PLATFORM_LLM_TIMEOUT`` says.
+DEFAULT_TIMEOUT = 60.0
 #: HTTP statuses worth another attempt: request timeout, conflict, rate limit, server errors.
 RETRYABLE_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 
@@ -37,13 +44,19 @@ class OpenAIChatClient:
     (not at import): ``OPENAI_MODEL``, ``OPENAI_BASE_URL``, ``OPENAI_API_KEY``,
     ``AGENT_PLATFORM_LLM_TEMPERATURE``, ``AGENT_PLATFORM_LLM_MAX_TOOL_ROUNDS``,
     ``AGENT_PLATFORM_LLM_MAX_TOKENS``, ``AGENT_PLATFORM_LLM_TOOL_RESULT_ROLE``,
-    ``AGENT_PLATFORM_LLM_STREAM`` (dev mode sets these for the embedded model).
+    ``AGENT_PLATFORM_LLM_TIMEOUT``, ``AGENT_PLATFORM_LLM_STREAM`` (dev mode sets some of
+    these for the embedded model).
 
     Args:
         model: model name sent as ``model`` (default ``$OPENAI_MODEL`` or gpt-4o-mini).
         base_url: API root ending in ``/v1`` (default ``$OPENAI_BASE_URL`` or OpenAI's).
         api_key: bearer key (default ``$OPENAI_API_KEY``; a placeholder for local servers).
-        timeout: seconds for one HTTP request.
+        timeout: the deadline of one model call in seconds, from sending the request to
+            the last byte of the reply (default ``$AGENT_PLATFORM_LLM_TIMEOUT`` or 60). Not
+            httpx's per-read timeout (which a server trickling bytes never trips,
+            openai/openai-python#2599): past it the request is cancelled, its connection
+            closed, and the call raises :class:`RetryableLLMError`, so the engine records a
+            ``retry`` and tries again.
         temperature: sampling temperature, or None for the server's default.
         max_tool_rounds: after this many tool rounds in a turn the model is called with
             ``tool_choice="none"`` (a profile for small models that call tools forever).
@@ -55,7 +68,7 @@ class OpenAIChatClient:
         stream: when a call with a delta listener is made with ``stream=True``: ``"on"``
             (default: always), ``"text"`` (only calls that cannot call tools: for servers
             that cannot stream tool calls, like llama-cpp-python's chatml-function-calling)
-            or ``"off"``. The reply is the same either way.
+            or ``"off"``. The reply is the same either way (:mod:`.streaming`).
     """
 
     def __init__(
@@ -63,7 +76,7 @@ class OpenAIChatClient:
         model: str | None = None,
         base_url: str | None = None,
         api_key: str | None = None,
-        timeout: float = 60.0,
+        timeout: float | None = None,
         temperature: float | None = None,
         max_tool_rounds: int | None = None,
         max_tokens: int | None = None,
@@ -84,9 +97,9 @@ class OpenAIChatClient:
         #: Values of a ``conversation.openai`` component (``key``, ``model``, ``endpoint``,
         #: ``temperature``), used where neither an argument nor the environment sets one.
         self.component_defaults: dict[str, str] = {}
-        self._client: openai.OpenAI | None = None
+        self._client: openai.AsyncOpenAI | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
-        self._pid: int | None = None
         #: The server refused a streamed call with tools: later ones are not streamed.
         self._no_stream_with_tools = False
 
@@ -94,10 +107,11 @@ class OpenAIChatClient:
         return f"<OpenAIChatClient model={self.model!r} base_url={self.base_url!r}>"
 
     def resolved(self) -> dict[str, Any]:
-        """The effective model, base_url, temperature and max_tool_rounds (no key).
+        """The effective model, base_url, temperature, max_tool_rounds and timeout (no key).
 
         Raises:
-            ConfigurationError: no API key and no base URL are configured anywhere.
+            ConfigurationError: no API key and no base URL are configured anywhere, or a
+                timeout that is not a positive number of seconds.
         """
         env = os.environ
         comp = self.component_defaults
@@ -120,6 +134,11 @@ class OpenAIChatClient:
         role = self.tool_result_role or env.get("AGENT_PLATFORM_LLM_TOOL_RESULT_ROLE") or "tool"
         if role not in ("tool", "user"):
             raise ConfigurationError(f"tool_result_role must be 'tool' or 'user', not {role!r}")
+        timeout = self.timeout
+        if timeout is None:
+            timeout = _seconds("AGENT_PLATFORM_LLM_TIMEOUT", env.get("AGENT_PLATFORM_LLM_TIMEOUT"), DEFAULT_TIMEOUT)
+        if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
+            raise ConfigurationError(f"the model call timeout must be a positive number of seconds, not {timeout!r}")
         stream = self.stream or env.get("AGENT_PLATFORM_LLM_STREAM") or "on"
         if stream not in ("on", "text", "off"):
             raise ConfigurationError(f"stream must be 'on', 'text' or 'off', not {stream!r}")
@@ -132,33 +151,34 @@ class OpenAIChatClient:
             "max_tool_rounds": rounds,
             "max_tokens": max_tokens,
             "tool_result_role": role,
+            "timeout": float(timeout),
         }
 
-    def _sdk(self, cfg: dict[str, Any]) -> openai.OpenAI:
-        # One SDK client per process: a client made before a fork must not be shared.
+    def _sdk(self, cfg: dict[str, Any], loop: asyncio.AbstractEventLoop) -> openai.AsyncOpenAI:
+        # One SDK client per event loop (so per process: a forked child runs its own loop),
+        # keeping its connections between calls.
         with self._lock:
-            if self._client is None or self._pid != os.getpid():
-                self._client = openai.OpenAI(
+            if self._client is None or self._client_loop is not loop:
+                self._client = openai.AsyncOpenAI(
                     api_key=cfg["api_key"],
                     base_url=cfg["base_url"],
-                    timeout=self.timeout,
+                    timeout=cfg["timeout"],
                     max_retries=0,
                 )
-                self._pid = os.getpid()
+                self._client_loop = loop
             return self._client
 
-    def _stream_refused(self, cfg: dict[str, Any], with_tools: bool) -> openai.OpenAI:
+    def _stream_refused(self, cfg: dict[str, Any], with_tools: bool) -> None:
         """The server refused ``stream=True``: remember it for calls with tools (a server
-        that cannot stream a tool choice), and give a fresh SDK client (the refused
-        stream's connection may be closing: it must not be reused)."""
+        that cannot stream a tool choice), and drop the SDK client (the refused stream's
+        connection may be closing: it must not be reused)."""
         if with_tools and not self._no_stream_with_tools:
             self._no_stream_with_tools = True
             log.warning("%s refused a streamed call with tools: such calls are no longer streamed", cfg["base_url"])
         with self._lock:
             old, self._client = self._client, None
         if old is not None:
-            old.close()
-        return self._sdk(cfg)
+            MODEL_CALLS.run(old.close, 5.0)
 
     def chat(
         self,
@@ -174,22 +194,23 @@ class OpenAIChatClient:
             tools: OpenAI ``tools`` entries (omitted from the request when empty).
             tool_choice: ``"none"`` to forbid tool calls, ``"auto"``, or None.
             on_delta: a listener of the model's deltas: the call is then streamed
-                (``stream=True``, unless ``stream`` says otherwise) and the reply is the
-                same as unstreamed (see :mod:`agent_platform.llm.streaming`).
+                (``stream=True``, unless ``stream`` says otherwise) within the same
+                deadline, and the reply is the same as unstreamed (:mod:`.streaming`).
 
         Returns:
             The parsed reply (see :func:`parse_chat_completion` for the servers' quirks).
 
         Raises:
-            RetryableLLMError: timeout, connection error, 408/409/429/5xx (with the
-                server's ``Retry-After`` in seconds when it sent one).
+            RetryableLLMError: the deadline passed (``timeout``), a connection error,
+                408/409/429/5xx (with the server's ``Retry-After`` in seconds when it sent one).
             LLMError: any other error status, or a body that is not a chat completion.
             ConfigurationError: no model is configured.
         """
         cfg = self.resolved()
         if cfg["tool_result_role"] == "user":
             messages = tool_results_as_user(messages)
-        request: dict[str, Any] = {"model": cfg["model"], "messages": messages}
+        # httpx's per-phase timeouts no longer than the deadline (which bounds them all).
+        request: dict[str, Any] = {"model": cfg["model"], "messages": messages, "timeout": cfg["timeout"]}
         if tools:
             # Sent explicitly: llama-cpp-python leaves the tools out of the prompt without it.
             request["tools"] = tools
@@ -200,17 +221,29 @@ class OpenAIChatClient:
             request["max_tokens"] = cfg["max_tokens"]
         if self.extra_body:
             request["extra_body"] = self.extra_body
-        client = self._sdk(cfg)
+
+        def call() -> Any:  # runs on the event loop's thread
+            client = self._sdk(cfg, asyncio.get_running_loop())
+            return client.chat.completions.with_raw_response.create(**request)
+
+        def open_stream() -> Any:  # runs on the event loop's thread
+            client = self._sdk(cfg, asyncio.get_running_loop())
+            options = {"stream": True, "stream_options": {"include_usage": True}}
+            return client.chat.completions.with_streaming_response.create(**request, **options)
+
+        deadline = time.monotonic() + cfg["timeout"]
         try:
             mode = "text" if self._no_stream_with_tools and cfg["stream"] == "on" else cfg["stream"]
             if on_delta is not None and _streams(mode, tools, request.get("tool_choice")):
-                streamed = stream_chat(client, request, on_delta, self.timeout)
+                streamed = stream_chat(open_stream, on_delta, cfg["timeout"])
                 if streamed is not None:
                     return streamed
-                client = self._stream_refused(cfg, bool(tools))  # asked again, unstreamed
-            raw = client.chat.completions.with_raw_response.create(**request)
-        except openai.APITimeoutError as exc:
-            raise RetryableLLMError(f"model request timed out after {self.timeout}s") from exc
+                self._stream_refused(cfg, bool(tools))  # asked again, unstreamed, within the deadline
+            raw = MODEL_CALLS.run(call, max(0.001, deadline - time.monotonic()))
+        except (DeadlineExceeded, openai.APITimeoutError) as exc:
+            raise RetryableLLMError(
+                f"the model call did not finish within its deadline of {cfg['timeout']:g} s"
+            ) from exc
         except openai.APIConnectionError as exc:
             raise RetryableLLMError(f"cannot reach the model server: {exc}") from exc
         except openai.APIStatusError as exc:
@@ -272,6 +305,15 @@ def retry_after(headers: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def _seconds(name: str, raw: str | None, default: float) -> float:
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not a number of seconds") from None
 
 
 def _error_text(exc: openai.APIStatusError) -> str:

@@ -26,9 +26,9 @@ name when first seen, an arguments fragment) or ``finish_reason``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import queue
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -37,6 +37,7 @@ import openai
 
 from ..errors import MalformedReply, RetryableLLMError
 from ..sse import SseParser
+from .deadline import MODEL_CALLS
 from .reply import AssistantReply, parse_chat_completion
 
 #: Called with each delta, and with None at least every ``tick`` seconds while waiting
@@ -234,33 +235,36 @@ def deltas_of(reply: AssistantReply) -> list[dict[str, Any]]:
     """The deltas of a complete reply (a server that answered one JSON body to ``stream``)."""
     deltas: list[dict[str, Any]] = [{"text": reply.content}] if reply.content else []
     for index, call in enumerate(reply.tool_calls):
-        deltas.append({"tool_call": {"index": index, "id": call.id, "name": call.name, "arguments": call.arguments}})
+        fragment = {"index": index, "id": call.id, "name": call.name, "arguments": call.received_arguments}
+        deltas.append({"tool_call": fragment})
     if reply.finish_reason:
         deltas.append({"finish_reason": reply.finish_reason})
     return deltas
 
 
 def stream_chat(
-    client: openai.OpenAI, request: dict[str, Any], on_delta: DeltaSink, timeout: float, tick: float = 0.05
+    open_stream: Callable[[], Any], on_delta: DeltaSink, timeout: float, tick: float = 0.05
 ) -> AssistantReply | None:
-    """Make ``request`` with ``stream=True``, give every delta to ``on_delta``, return the reply.
+    """Make a streamed call, give every delta to ``on_delta``, return the reply.
 
-    The HTTP exchange runs in a helper thread, so ``timeout`` is a deadline for the whole
-    call (headers, every chunk, the end), not per read (DESIGN section 3, rule 11): at the
-    deadline the response is closed and the call ends, whatever the server does; nothing
-    the helper still reads reaches ``on_delta``.
+    The HTTP exchange runs on the process's model-call event loop
+    (:data:`~agent_platform.llm.deadline.MODEL_CALLS`) and hands the body's bytes to this
+    thread, which parses them and calls ``on_delta``; ``timeout`` is a deadline for the
+    whole call (headers, every chunk, the end), not per read (DESIGN section 3, rule 11):
+    past it the request is cancelled (its connection closed) and nothing more reaches
+    ``on_delta``, whatever the server does.
 
     Args:
-        client: the SDK client (its own ``timeout`` bounds each read of the helper).
-        request: keyword arguments of ``chat.completions.create`` (without ``stream``).
+        open_stream: called on the loop's thread; returns the SDK's
+            ``chat.completions.with_streaming_response.create(..., stream=True)``.
         on_delta: see :data:`DeltaSink`.
         timeout: seconds for the whole call.
         tick: seconds between two ``on_delta(None)`` calls while nothing arrives.
 
     Returns:
         The reply, or None when the server refused the streamed request (a status of
-        :data:`STREAM_REFUSED` whose message names streaming, or an empty body): the
-        caller asks again without ``stream``.
+        :data:`STREAM_REFUSED` whose message names streaming, or a stream without data):
+        the caller asks again without ``stream``.
 
     Raises:
         RetryableLLMError: the deadline passed, the stream broke off or ended before its
@@ -271,30 +275,25 @@ def stream_chat(
     """
     deadline = time.monotonic() + timeout
     inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-    cancelled = threading.Event()
-    opened: list[Any] = []
 
-    def produce() -> None:
+    async def produce() -> None:
         try:
-            create = client.chat.completions.with_streaming_response.create
-            with create(**request, stream=True, stream_options={"include_usage": True}) as response:
-                opened.append(response)
-                for piece in response.iter_bytes():
-                    if cancelled.is_set():
-                        return
+            async with open_stream() as response:
+                async for piece in response.iter_bytes():
                     inbox.put(("bytes", piece))
             inbox.put(("end", None))
+        except asyncio.CancelledError:
+            raise  # the deadline passed or the caller left: the connection is closed
         except BaseException as exc:  # handed to the caller's thread
             inbox.put(("error", exc))
 
-    thread = threading.Thread(target=produce, name="model-stream", daemon=True)
-    thread.start()
+    future = asyncio.run_coroutine_threadsafe(produce(), MODEL_CALLS.loop())
     reader = _StreamReader(on_delta)
     try:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise RetryableLLMError(f"model request did not finish within its deadline of {timeout}s")
+                raise RetryableLLMError(f"the model call did not finish within its deadline of {timeout:g} s")
             try:
                 kind, value = inbox.get(timeout=min(remaining, tick))
             except queue.Empty:
@@ -311,12 +310,7 @@ def stream_chat(
                     raise value
                 raise RetryableLLMError(f"the model's stream broke off: {type(value).__name__}: {value}") from value
     finally:
-        cancelled.set()
-        for response in opened:
-            try:
-                response.close()
-            except Exception:  # noqa: BLE001 - closing from this thread may race the helper's read
-                pass
+        future.cancel()
 
 
 def _refuses_streaming(exc: BaseException) -> bool:

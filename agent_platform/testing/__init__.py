@@ -3,9 +3,10 @@
 :class:`ScriptedModel` serves ``POST /v1/chat/completions`` from a script of replies on
 a free local port; point the platform (or any ``openai`` client, in any process) at
 ``model.base_url``. Build replies with :func:`text`, :func:`tool_call`,
-:func:`tool_calls`, :func:`error`, :func:`delay` and :func:`raw`; a request with
-``"stream": true`` gets them as streamed chunks (:func:`streamed` and :class:`StreamStyle`
-for the quirks of other servers).
+:func:`tool_calls`, :func:`error`, :func:`delay`, :func:`raw` and :func:`trickle`;
+``ScriptedModel(validate_history=True)`` rejects requests as a strict server does. A
+request with ``"stream": true`` gets the replies as streamed chunks (:func:`streamed` and
+:class:`StreamStyle` for the quirks of other servers).
 
 Example::
 
@@ -33,6 +34,7 @@ from .replies import (
     text,
     tool_call,
     tool_calls,
+    trickle,
 )
 from .server import ScriptedModel
 from .streaming import StreamStyle, streamed
@@ -50,4 +52,5 @@ __all__ = [
     "text",
     "tool_call",
     "tool_calls",
+    "trickle",
 ]

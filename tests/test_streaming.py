@@ -203,3 +203,22 @@ def test_streamed_tool_call_fragments_reassemble_to_the_unstreamed_arguments(
 
     assert without_ids(records["streamed"]) == without_ids(records["unstreamed"])
     assert records["streamed"]["finish_reason"] == "tool_calls"
+
+
+def test_cli_run_and_tail_print_the_answer_as_it_is_written(api: Api, model: ScriptedModel) -> None:
+    from .test_cli import APP, _cli
+
+    model.add(tool_call("search_flights", {"destination": "Paris"}), streamed(text(ANSWER), chunk_chars=3))
+
+    run = _cli("run", APP, "--task", QUESTION, "--session", "stream-cli")
+
+    assert run.returncode == 0, run.stderr
+    # stdout: the durable record (steps, answer); stderr: the text as it was written
+    assert [line.split()[1] for line in run.stdout.splitlines()[:5]] == ["start", "llm", "tool", "llm", "finish"]
+    live = [line for line in run.stderr.splitlines() if line.startswith("  > ")]
+    assert "".join(line[4:] for line in live) == 'search_flights {"destination": "Paris"}' + ANSWER
+    wf = run.stderr.split("workflow ", 1)[1].split()[0]
+    tail = _cli("tail", wf, "--app", APP)
+    assert tail.stdout == run.stdout and [line for line in tail.stderr.splitlines() if line.startswith("  > ")] == live
+    quiet = _cli("tail", wf, "--app", APP, "--no-tokens")
+    assert quiet.stdout == run.stdout and "  > " not in quiet.stderr

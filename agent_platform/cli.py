@@ -269,7 +269,7 @@ def components_check(path: str | None) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 def dev(app: str | None, port: int, host: str) -> None:
     """Dev mode: embedded Redis and model when none is configured, a worker and the web app."""
-    from .devmode import run_dev
+    from .dev_service import run_dev
     from .runtime import load_agents
 
     _use_app(app)

@@ -99,7 +99,7 @@ class AgentRunner:
         """
         task, session_id = _task(payload)
         runtime = await asyncio.to_thread(self._client, agent)
-        wf_id, _ = runtime.start_workflow(agent.name, task, session_id=session_id, workflow_id=instance_id)
+        wf_id, _created = runtime.start_workflow(agent.name, task, session_id=session_id, workflow_id=instance_id)
         if not wait:
             return wf_id
         timeout = timeout_in_seconds or self.timeout_in_seconds

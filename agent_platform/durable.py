@@ -135,9 +135,8 @@ class DurableAgent(AssistantAgent):
             kwargs["agents_registry_key"] = prefix or kwargs.get("agents_registry_key", "agents_registry")
         if execution is not None:
             kwargs["max_iterations"] = execution.max_iterations
-        if isinstance(memory, AgentMemoryConfig):
-            memory = memory.store
-        super().__init__(name, memory=memory, **kwargs)
+        store = memory.store if isinstance(memory, AgentMemoryConfig) else memory
+        super().__init__(name, memory=store, **kwargs)
 
     def __repr__(self) -> str:
         return f"<DurableAgent {self.name} tools={list(self.tools)}>"

@@ -229,7 +229,8 @@ class ManagedProcess:
 
     def _child_setup(self) -> None:
         """In a forked child: the parent's signal handlers and asyncio wake-up fd off,
-        stdin from /dev/null, output to the log, the environment and folder set."""
+        stdin from /dev/null, output (fds 1 and 2, ``sys.stdout``/``sys.stderr``) to the
+        log, the environment and folder set."""
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -241,6 +242,9 @@ class ManagedProcess:
             os.dup2(log, 1)
             os.dup2(log, 2)
             os.close(log)
+            # sys.stdout may not be fd 1 (a notebook's kernel stream, pytest's capture).
+            sys.stdout = open(1, "w", buffering=1, errors="backslashreplace", closefd=False)  # noqa: SIM115
+            sys.stderr = open(2, "w", buffering=1, errors="backslashreplace", closefd=False)  # noqa: SIM115
         if self.env is not None:
             os.environ.clear()
             os.environ.update(self.env)

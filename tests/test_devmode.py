@@ -3,6 +3,8 @@ mid-turn and starting it again resumes the turn; nothing is left running after i
 
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
 
 import httpx
@@ -18,6 +20,7 @@ from .dev_helpers import (
     kill_all,
     sigterm_and_wait,
     start_dev,
+    start_program,
     wait_final,
     wait_web,
 )
@@ -98,30 +101,45 @@ def _read_steps_offline(tmp_path: Path, wf: str) -> list[dict]:
             client.close()
 
 
+HTML_ENTITY = re.compile(r"&(#[0-9]+|#x[0-9a-fA-F]+|quot|amp|lt|gt|apos);")
+
+
 @pytest.mark.local_model
-def test_paris_turn_on_the_local_model(tmp_path: Path) -> None:
-    """The demo's turn on the real embedded model: a search_flights tool step, COMPLETED."""
+def test_the_demo_on_the_local_model_prints_plain_text(tmp_path: Path) -> None:
+    """``python -m agent_platform.demo`` on the real embedded model: a search_flights tool
+    step, COMPLETED, exit 0, no process left, and no HTML entity anywhere in what it
+    prints (llama-cpp-python's chatml-function-calling template HTML-escaped the prompt,
+    and the model echoed ``&#34;``; the embedded server now renders it as plain text)."""
     pytest.importorskip("llama_cpp", reason="needs the [local] extra (llama-cpp-python)")
-    env = dev_env(tmp_path)
-    proc = start_dev("examples.travel_planner:travel_planner", env, tmp_path / "dev.log")
+    env = dev_env(tmp_path)  # components name a closed port: the demo embeds its Redis
+    proc = start_program([sys.executable, "-m", "agent_platform.demo"], env, tmp_path / "demo.log")
     seen: set[int] = set()
     try:
-        wait_web(proc, env, timeout=180)
+        wait_until(lambda: "POST /start-workflow" in proc.log() or not proc.alive(), 240, message="the demo's turn")
         seen = family(proc)
-        with httpx.Client(base_url=base_url(env), timeout=10) as http:
-            wf = http.post("/start-workflow", json={"task": "I want to find flights to Paris"}).json()[
-                "workflow_instance_id"
-            ]
-            status = wait_final(http, f"/workflows/{wf}", 240)
-            steps = http.get(f"/workflows/{wf}/steps").json()["steps"]
-        assert status["runtime_status"] == "COMPLETED", status
-        tools = [s for s in steps if s["kind"] == "tool"]
-        assert tools and tools[0]["data"]["name"] == "search_flights", steps
-        assert [f["airline"] for f in tools[0]["data"]["result"]] == ["SkyHighAir", "GlobalWings"]
-        assert status["output"], status
-        seen = family(proc)
-        assert sigterm_and_wait(proc) == 0
+        assert proc.wait(300) == 0, proc.log()[-4000:]
+        output = proc.log()
+        assert "status: COMPLETED" in output, output[-4000:]
+        assert re.search(r"\] tool +ok .*search_flights\(.*SkyHighAir.*GlobalWings", output), output[-4000:]
+        assert "answer: " in output and not HTML_ENTITY.search(output), output[-4000:]
         assert_all_gone(seen)
     finally:
         proc.kill()
         kill_all(seen)
+
+
+def test_the_embedded_servers_chat_template_renders_plain_text() -> None:
+    """The patch the embedded model server runs with: llama-cpp-python's handler asks
+    Jinja for ``select_autoescape(["html", "xml"])`` (on for a template from a string);
+    the environment it gets renders quotes and brackets as they are."""
+    from jinja2 import select_autoescape
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    from agent_platform.local_model import plain_text_environment
+
+    template = "{{ message.content }} {{ args | tojson }}"
+    values = {"message": {"content": '[{"airline": "SkyHighAir"}] <ok> & more'}, "args": {"city": "Paris"}}
+    escaping = ImmutableSandboxedEnvironment(autoescape=select_autoescape(["html", "xml"]))
+    assert "&#34;" in escaping.from_string(template).render(**values)  # what the handler did
+    plain = plain_text_environment(ImmutableSandboxedEnvironment)(autoescape=select_autoescape(["html", "xml"]))
+    assert plain.from_string(template).render(**values) == ('[{"airline": "SkyHighAir"}] <ok> & more {"city": "Paris"}')

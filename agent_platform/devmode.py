@@ -120,7 +120,9 @@ class DevMode:
         self.env: dict[str, str] = {}
         self.runtime: Runtime | None = None
         self.redis_note = ""
-        self.worker_name = f"dev@{socket.gethostname()}"
+        # One name per dev mode: two dev modes on one Redis (the components' 6379) must not
+        # answer each other's readiness ping.
+        self.worker_name = f"dev-{os.getpid()}@{socket.gethostname()}"
 
     @property
     def base_url(self) -> str:

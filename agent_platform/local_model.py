@@ -91,7 +91,7 @@ def serve_llama_cpp(extra_buffers: bool = False) -> None:
 
     import llama_cpp.llama_chat_format as chat_format
 
-    chat_format.ImmutableSandboxedEnvironment = plain_text_environment(chat_format.ImmutableSandboxedEnvironment)
+    chat_format.ImmutableSandboxedEnvironment = plain_text_environment(chat_format.ImmutableSandboxedEnvironment)  # type: ignore[misc, assignment]
     if not extra_buffers:
         import llama_cpp.llama_cpp as lib
 

@@ -109,13 +109,10 @@ def run(
 
 
 def _print_live(store: Any, workflow_id: str, after: int, tokens: bool, timeout: float | None = None) -> None:
-    """Print the steps (stdout) and the model's streamed text (stderr) until the workflow ends."""
-    from .follow import describe_step
-    from .timeline import LivePrinter, Position, follow_until
+    """The steps on stdout, the model's text on stderr as it is written, until the workflow ends."""
+    from .timeline import print_live
 
-    show = LivePrinter(describe_step, sys.stdout, sys.stderr)
-    for event in follow_until(store, workflow_id, Position(after), tokens=tokens, timeout=timeout):
-        show(event)
+    print_live(store, workflow_id, after, tokens, timeout, live=sys.stderr)
 
 
 def _print_final(status: dict[str, Any], as_json: bool) -> None:
@@ -279,7 +276,7 @@ def components_check(path: str | None) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 def dev(app: str | None, port: int, host: str) -> None:
     """Dev mode: embedded Redis and model when none is configured, a worker and the web app."""
-    from .devmode import run_dev
+    from .dev_service import run_dev
     from .runtime import load_agents
 
     _use_app(app)

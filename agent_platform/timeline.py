@@ -77,6 +77,7 @@ def follow_timeline(
     tokens: bool = True,
     block_ms: int = 1000,
     channel: TokenChannel | None = None,
+    timeout: float | None = None,
 ) -> Iterator[TimelineEvent | None]:
     """Yield the events after ``after`` as they happen, then the final ``status`` event.
 
@@ -85,15 +86,20 @@ def follow_timeline(
     Args:
         tokens: also yield ``token`` and ``retry`` events.
         channel: the token channel (default: one on ``store``).
+        timeout: seconds to follow at most (None: until the workflow ends).
 
     Raises:
         WorkflowNotFound: the workflow does not exist (or was purged meanwhile).
+        TimeoutError: ``timeout`` passed before the workflow ended.
         redis.RedisError: Redis stopped answering.
     """
+    deadline = None if timeout is None else time.monotonic() + timeout
     channel = channel or TokenChannel(store)
     last_step, last_token = after.step, after.token or "0-0"
     pending: deque[TokenEntry] = deque()
     while True:
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"workflow {workflow_id} did not end within {timeout} s")
         # Steps first, tokens second: a token written before step n is readable once step n is.
         records = store.steps(workflow_id, after=last_step)
         horizon = None
@@ -137,25 +143,23 @@ def _due(pending: deque[TokenEntry], upto: int, last_step: int) -> Iterator[Time
             yield TimelineEvent(kind, entry.event_data(), f"{entry.after}:{entry.id}")
 
 
-def follow_until(
+def print_live(
     store: WorkflowStore,
     workflow_id: str,
-    after: Position = Position(),
+    after: int = -1,
     tokens: bool = True,
     timeout: float | None = None,
-) -> Iterator[TimelineEvent]:
-    """:func:`follow_timeline` without the idle Nones, ending with the ``status`` event.
+    live: TextIO | None = None,
+) -> None:
+    """Print a workflow's steps (stdout) and its model's text as it is written (``live``,
+    default stdout) until the workflow ends: what ``agent-platform run``/``tail`` and the
+    demo show. Raises what :func:`follow_timeline` raises."""
+    from .follow import describe_step  # follow builds on this module
 
-    Raises:
-        TimeoutError: ``timeout`` seconds passed before the workflow ended.
-        WorkflowNotFound: as :func:`follow_timeline`.
-    """
-    deadline = None if timeout is None else time.monotonic() + timeout
-    for event in follow_timeline(store, workflow_id, after, tokens):
+    show = LivePrinter(describe_step, sys.stdout, live)
+    for event in follow_timeline(store, workflow_id, Position(after), tokens=tokens, timeout=timeout):
         if event is not None:
-            yield event
-        if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError(f"workflow {workflow_id} did not end within {timeout} s")
+            show(event)
 
 
 class LivePrinter:

@@ -16,7 +16,7 @@ from agent_platform.engine.tokens import TokenPublisher
 from agent_platform.errors import ValidationError
 from agent_platform.store.tokens import TokenChannel
 from agent_platform.store.workflows import WorkflowStore
-from agent_platform.timeline import LivePrinter, Position, TimelineEvent, follow_timeline, follow_until
+from agent_platform.timeline import LivePrinter, Position, TimelineEvent, follow_timeline
 
 
 @pytest.fixture
@@ -141,7 +141,7 @@ def _turn(store: WorkflowStore, wf: str) -> None:
 
 
 def _events(store: WorkflowStore, wf: str, after: Position = Position(), tokens: bool = True) -> list[TimelineEvent]:
-    return list(follow_until(store, wf, after, tokens=tokens, timeout=10))
+    return [e for e in follow_timeline(store, wf, after, tokens=tokens, timeout=10) if e is not None]
 
 
 def test_timeline_orders_tokens_between_steps_as_they_happened(store: WorkflowStore, wf: str) -> None:

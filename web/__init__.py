@@ -88,10 +88,12 @@ def create_app(test_config: dict[str, Any] | None = None, runtime: Runtime | Non
         """The OpenAPI 3 document of this API."""
         return app.api_doc
 
-    from . import events, routes, system
+    from . import agent_runner_routes, dapr, events, routes, system
 
     app.register_api(routes.api)
     app.register_api(system.api)
     app.register_api(events.api)
+    app.register_api(dapr.api)
+    app.register_api(agent_runner_routes.api)
     install_error_handlers(app)
     return app

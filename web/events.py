@@ -10,9 +10,9 @@ step is void (its model call is made again); ``?tokens=0`` leaves both out (see
 was sent, one ``event: status`` carries the status JSON of ``GET /workflows/<id>`` and
 the stream ends. ``Last-Event-ID`` (or ``?last_event_id=``) resumes after that event:
 nothing is skipped or sent twice. A comment line goes out every ~15 s while nothing
-happens, so proxies keep the connection and a vanished client is noticed. If the workflow is purged meanwhile, or
-Redis stops answering, one ``event: stream_error`` (``{"error": {"code", "message"}}``)
-ends the stream.
+happens, so proxies keep the connection and a vanished client is noticed. If the
+workflow is purged meanwhile, or Redis stops answering, one ``event: stream_error``
+(``{"error": {"code", "message"}}``) ends the stream.
 
 Each open stream holds one thread of the web server (run gunicorn with gthread
 workers) and one Redis connection taken from the process's pool for the stream's

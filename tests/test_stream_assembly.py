@@ -37,7 +37,7 @@ TOOLS = [{"type": "function", "function": {"name": "search_flights", "parameters
 
 
 def completion(message: dict[str, Any], finish_reason: str | None, usage: dict | None = None) -> dict[str, Any]:
-    body = {"id": "c", "object": "chat.completion", "model": "m"}
+    body: dict[str, Any] = {"id": "c", "object": "chat.completion", "model": "m"}
     body["choices"] = [{"index": 0, "message": {"role": "assistant", **message}, "finish_reason": finish_reason}]
     return {**body, **({"usage": usage} if usage else {})}
 
@@ -70,6 +70,16 @@ def assert_same_calls(reply: AssistantReply, deltas: list[dict[str, Any]]) -> No
     assert [(c.name, c.received_arguments) for c in reply.tool_calls] == [
         (c["name"], c["arguments"]) for c in calls.values()
     ]
+
+
+def _collect(deltas: list[dict[str, Any]]) -> Any:
+    """A delta listener that keeps the deltas (not the idle Nones)."""
+
+    def listen(delta: dict[str, Any] | None) -> None:
+        if delta is not None:
+            deltas.append(delta)
+
+    return listen
 
 
 PARIS = '{"destination": "Paris"}'
@@ -271,7 +281,7 @@ def test_streamed_reply_is_the_unstreamed_reply_for_every_quirk(
     deltas: list[dict[str, Any]] = []
 
     unstreamed = llm.chat(USER, TOOLS)
-    streamed_reply = llm.chat(USER, TOOLS, on_delta=lambda d: d is not None and deltas.append(d))
+    streamed_reply = llm.chat(USER, TOOLS, on_delta=_collect(deltas))
 
     assert "stream" not in model.requests[0] and model.requests[1]["stream"] is True
     if quirk == "no-usage":  # nothing to count from: the usage a server does not send stays 0
@@ -296,7 +306,7 @@ def test_whole_call_deadline_ends_a_slow_stream(model: ScriptedModel) -> None:
     t0 = time.monotonic()
 
     with pytest.raises(RetryableLLMError, match="deadline of 1 s"):
-        llm.chat(USER, on_delta=lambda d: d is not None and deltas.append(d))
+        llm.chat(USER, on_delta=_collect(deltas))
 
     elapsed = time.monotonic() - t0
     assert elapsed < 4.0, elapsed  # 1 s deadline, slack for a loaded machine (the stream alone takes 40 s)

@@ -94,7 +94,7 @@ def test_tokens_arrive_live_before_the_record_and_make_the_output(
     for i, event in enumerate(events[:-1]):
         if event.event == "token":
             previous = next(e for e in reversed(events[:i]) if e.event == "step")
-            assert event.id.startswith(f"{previous.data['seq']}:") and event.data["attempt"] == 1
+            assert str(event.id).startswith(f"{previous.data['seq']}:") and event.data["attempt"] == 1
     # the first llm step streamed its tool call: the fragments are its arguments
     first_llm = next(e for e in events if e.event == "step" and e.data["kind"] == "llm")
     fragments = [c for e in events if e.event == "token" and e.data["seq"] == first_llm.data["seq"]
@@ -117,7 +117,7 @@ def test_resume_from_a_token_event_and_steps_only(api: Api, model: ScriptedModel
     with SseStream(api.http, url) as stream:
         first = _read_until(stream, lambda e: e.event == "token" and e.data.get("text"))
     gate.set()
-    with SseStream(api.http, url, headers={"Last-Event-ID": first[-1].id}) as stream:
+    with SseStream(api.http, url, headers={"Last-Event-ID": str(first[-1].id)}) as stream:
         rest = stream.read_to_end()
     with SseStream(api.http, url) as stream:
         everything = stream.read_to_end()

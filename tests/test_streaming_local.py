@@ -22,6 +22,7 @@ from agent_platform.local_model import LocalModelServer
 
 from .test_embedded import TRAVEL_MESSAGES as MESSAGES
 from .test_embedded import TRAVEL_TOOLS as TOOLS
+from .test_stream_assembly import _collect
 
 pytestmark = pytest.mark.local_model
 
@@ -46,7 +47,7 @@ def test_the_embedded_model_streams_its_answer_token_by_token(local_model: Local
     llm = _client(local_model, "text")
     deltas: list[dict[str, Any]] = []
 
-    reply = llm.chat(MESSAGES, TOOLS, "none", on_delta=lambda d: d is not None and deltas.append(d))
+    reply = llm.chat(MESSAGES, TOOLS, "none", on_delta=_collect(deltas))
     unstreamed = llm.chat(MESSAGES, TOOLS, "none")
 
     texts = [d["text"] for d in deltas if "text" in d]

@@ -156,7 +156,7 @@ def test_timeline_orders_tokens_between_steps_as_they_happened(store: WorkflowSt
     ]  # fmt: skip
     ids = [e.id for e in events[:-1]]
     assert ids[0] == "0" and ids[5] == "2" and events[-1].id is None
-    assert all(i.startswith("0:") for i in ids[1:3]) and ids[4].startswith("1:")
+    assert all(str(i).startswith("0:") for i in ids[1:3]) and str(ids[4]).startswith("1:")
     assert [e.data["seq"] for e in events if e.kind == "token"] == [1, 1, 2]  # the seq the step would take
     assert "".join(e.data["text"] for e in events if e.kind == "token") == events[5].data["data"]["content"]
     assert [e.data for e in events if e.kind == "step"] == store.steps(wf)
@@ -184,7 +184,8 @@ def test_timeline_without_tokens_and_ids_that_are_not_ours(store: WorkflowStore,
 def test_timeline_yields_none_while_nothing_happens(store: WorkflowStore, wf: str) -> None:
     _checkpoint(store, wf, 0, "start", {})
     events = follow_timeline(store, wf, block_ms=10)
-    assert next(events).kind == "step"
+    first = next(events)
+    assert first is not None and first.kind == "step"
     assert next(events) is None  # time for a keep-alive
 
 

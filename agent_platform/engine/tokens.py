@@ -12,7 +12,6 @@ import inspect
 import logging
 import time
 import uuid
-from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -162,10 +161,15 @@ def chat_streaming(
     return reply
 
 
-@cache
+#: Whether a client class's ``chat`` takes ``on_delta`` (inspected once per class).
+_TAKES_ON_DELTA: dict[type, bool] = {}
+
+
 def _takes_on_delta(client_type: type) -> bool:
-    chat = getattr(client_type, "chat", None)
-    try:
-        return chat is not None and "on_delta" in inspect.signature(chat).parameters
-    except (TypeError, ValueError):
-        return False
+    if client_type not in _TAKES_ON_DELTA:
+        chat = getattr(client_type, "chat", None)
+        try:
+            _TAKES_ON_DELTA[client_type] = chat is not None and "on_delta" in inspect.signature(chat).parameters
+        except (TypeError, ValueError):
+            _TAKES_ON_DELTA[client_type] = False
+    return _TAKES_ON_DELTA[client_type]

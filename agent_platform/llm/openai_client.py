@@ -228,7 +228,7 @@ class OpenAIChatClient:
 
         def open_stream() -> Any:  # runs on the event loop's thread
             client = self._sdk(cfg, asyncio.get_running_loop())
-            options = {"stream": True, "stream_options": {"include_usage": True}}
+            options: dict[str, Any] = {"stream": True, "stream_options": {"include_usage": True}}
             return client.chat.completions.with_streaming_response.create(**request, **options)
 
         deadline = time.monotonic() + cfg["timeout"]

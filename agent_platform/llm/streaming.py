@@ -135,7 +135,8 @@ class ChunkAssembler:
         return out
 
     def _merge_call(self, fragment: dict[str, Any]) -> dict[str, Any]:
-        fn = fragment.get("function") if isinstance(fragment.get("function"), dict) else {}
+        given = fragment.get("function")
+        fn: dict[str, Any] = given if isinstance(given, dict) else {}
         name = fn.get("name") or fragment.get("name")
         call_id = fragment.get("id") or None
         slot = self._slot(fragment.get("index"), call_id, name)

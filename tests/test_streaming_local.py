@@ -35,16 +35,28 @@ def local_model() -> Iterator[LocalModelServer]:
         yield server
 
 
-def _client(server: LocalModelServer, stream: str) -> OpenAIChatClient:
-    return OpenAIChatClient(
+@pytest.fixture
+def clients() -> Iterator[list[OpenAIChatClient]]:
+    made: list[OpenAIChatClient] = []
+    yield made
+    for client in made:
+        client.close()  # the server keeps connections alive: close them before the loop goes
+
+
+def _client(server: LocalModelServer, stream: str, made: list[OpenAIChatClient]) -> OpenAIChatClient:
+    client = OpenAIChatClient(
         model=server.model_name, base_url=server.base_url, api_key="local", timeout=120.0, temperature=0,
         max_tokens=40, stream=stream,
     )  # fmt: skip
+    made.append(client)
+    return client
 
 
-def test_the_embedded_model_streams_its_answer_token_by_token(local_model: LocalModelServer) -> None:
+def test_the_embedded_model_streams_its_answer_token_by_token(
+    local_model: LocalModelServer, clients: list[OpenAIChatClient]
+) -> None:
     assert LOCAL_MODEL_PROFILE["AGENT_PLATFORM_LLM_STREAM"] == "text"
-    llm = _client(local_model, "text")
+    llm = _client(local_model, "text", clients)
     deltas: list[dict[str, Any]] = []
 
     reply = llm.chat(MESSAGES, TOOLS, "none", on_delta=_collect(deltas))
@@ -58,9 +70,9 @@ def test_the_embedded_model_streams_its_answer_token_by_token(local_model: Local
 
 
 def test_a_refused_streamed_tool_choice_is_asked_again_unstreamed(
-    local_model: LocalModelServer, caplog: pytest.LogCaptureFixture
+    local_model: LocalModelServer, caplog: pytest.LogCaptureFixture, clients: list[OpenAIChatClient]
 ) -> None:
-    llm = _client(local_model, "on")
+    llm = _client(local_model, "on", clients)
     with caplog.at_level(logging.WARNING, logger="agent_platform.llm"):
         first = llm.chat(MESSAGES, TOOLS, on_delta=lambda d: None)
         second = llm.chat(MESSAGES, TOOLS, on_delta=lambda d: None)

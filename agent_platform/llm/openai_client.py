@@ -175,6 +175,10 @@ class OpenAIChatClient:
         if with_tools and not self._no_stream_with_tools:
             self._no_stream_with_tools = True
             log.warning("%s refused a streamed call with tools: such calls are no longer streamed", cfg["base_url"])
+        self.close()
+
+    def close(self) -> None:
+        """Close the SDK client and its kept-alive connections (the next call opens new ones)."""
         with self._lock:
             old, self._client = self._client, None
         if old is not None:

@@ -166,6 +166,7 @@ class DevMode:
         self._wait(lambda: " ready." in _read(self.data_dir / "worker.log"), self.worker, "worker", 90)
         _say(f"worker     celery -A tasks worker (queues: {', '.join(a.queue for a in self.agents)})")
         _say(f"web        {self.base_url}  (POST /start-workflow, GET /workflows/<id>, /openapi.json)")
+        _say(f"inspector  {self.base_url}/ui/  (every workflow, live; AGENT_PLATFORM_UI=0 turns it off)")
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         log_path = self.data_dir / f"{name}.log"

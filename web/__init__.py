@@ -63,7 +63,7 @@ def create_app(test_config: dict[str, Any] | None = None, runtime: Runtime | Non
 
     @app.before_request
     def _guard() -> Any:
-        if request.blueprint == ui.NAME:
+        if ui.owns_request():
             return None  # the inspector's pages check their own sign-in cookie and CSRF token
         token = settings.api_token
         if token and request.path != "/health" and not ui.signed_in(token):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from flask import Blueprint
+from flask import Blueprint, current_app, request
 
 from .auth import signed_in
 
@@ -25,12 +25,20 @@ if TYPE_CHECKING:
 
     from agent_platform.settings import Settings
 
-__all__ = ["NAME", "register", "signed_in"]
+__all__ = ["NAME", "owns_request", "register", "signed_in"]
 
 #: The blueprint's name (``request.blueprint`` of every inspector request).
 NAME = "ui"
 #: Where the pages are served.
 URL_PREFIX = "/ui"
+
+
+def owns_request() -> bool:
+    """True when the inspector answers this request itself (its pages check their own
+    sign-in cookie and CSRF token): a page of it, or ``/ui`` (redirected to ``/ui/``)."""
+    if "agent_platform.ui" not in current_app.extensions:
+        return False
+    return request.blueprint == NAME or request.path == URL_PREFIX
 
 
 def register(app: Flask, settings: Settings) -> None:

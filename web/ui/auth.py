@@ -78,6 +78,12 @@ def _safe_next(target: str | None) -> str:
     return url_for("ui.workflow_list")
 
 
+def _sign_in_form(target: str | None, error: str | None) -> Any:
+    """The sign-in page, answered 401 with the API's Bearer challenge (RFC 7235)."""
+    page = render_template("ui/sign_in.html", next=_safe_next(target), error=error)
+    return page, 401, {"WWW-Authenticate": 'Bearer realm="agent-platform"'}
+
+
 def install(blueprint: Blueprint, settings: Settings) -> None:
     """Add the sign-in routes, the checks before every page and the response headers."""
     token = settings.api_token
@@ -85,13 +91,13 @@ def install(blueprint: Blueprint, settings: Settings) -> None:
     @blueprint.before_request
     def _check() -> Any:
         if request.endpoint == "ui.static":
-            return None
+            return None  # the package's own CSS, JS and icon: no data
+        if token and request.endpoint != "ui.sign_in" and not _cookie_holds(token):
+            target = request.full_path.rstrip("?") if request.method == "GET" else None
+            return _sign_in_form(target, None)
         if request.method not in SAFE_METHODS and not _csrf_ok():
             message = "The form was stale or came from another site (CSRF check). Reload the page and try again."
             return render_template("ui/error.html", status=403, title="Refused", message=message), 403
-        if token and request.endpoint not in ("ui.sign_in",) and not _cookie_holds(token):
-            target = request.full_path.rstrip("?") if request.method == "GET" else None
-            return render_template("ui/sign_in.html", next=_safe_next(target), error=None), 401
         return None
 
     @blueprint.after_request
@@ -126,7 +132,7 @@ def install(blueprint: Blueprint, settings: Settings) -> None:
             return render_template("ui/sign_in.html", next=target, error=None)
         given = request.form.get("token", "")
         if not given or not hmac.compare_digest(given.encode(), token.encode()):
-            return render_template("ui/sign_in.html", next=target, error="That is not the API token."), 401
+            return _sign_in_form(target, "That is not the API token.")
         response = redirect(target, 303)
         response.set_cookie(TOKEN_COOKIE, given, httponly=True, samesite="Strict", secure=request.is_secure, path="/")
         return response

@@ -1,8 +1,10 @@
 """The agent of the run inspector's browser tests (``tests/test_inspector.py``).
 
-``note_keeper`` has two tools: ``save_note(text)`` returns its text as the tool result
-(so a test controls what a tool result holds, markup included) and ``publish_note(text)``
-needs a person's approval before it runs.
+``note_keeper`` has three tools: ``save_note(text)`` returns its text as the tool result
+(so a test controls what a tool result holds, markup included), ``publish_note(text)``
+needs a person's approval before it runs, and ``Archivist(task)`` asks an agent that no
+process serves, so the turn waits for an event (``response.<stage>.<index>``) that only
+a person raises.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from agent_platform import AssistantAgent, tool
+from agent_platform.bus import AgentTool
 from agent_platform.memory import ConversationRedisMemory
 
 
@@ -36,7 +39,7 @@ note_keeper = AssistantAgent(
     role="Note keeper",
     goal="Save and publish the notes the user dictates.",
     instructions=["Save or publish the note with your tools, then say what you did."],
-    tools=[save_note, publish_note],
+    tools=[save_note, publish_note, AgentTool("Archivist", timeout=None)],
     message_bus_name="messagepubsub",
     state_store_name="workflowstatestore",
     state_key="workflow_state",

@@ -70,7 +70,7 @@ def main(argv: list[str]) -> int:
             with running_platform(env, Path(tmp) / "workers") as platform, chromium() as browser:
                 api = platform.api
                 ids = run_turns(api, model)
-                page = browser.new_page(viewport={"width": 1280, "height": 760}, device_scale_factor=1)
+                page = browser.new_page(viewport={"width": 1280, "height": 560}, device_scale_factor=1)
                 page.goto(f"{api.base_url}/ui/")
                 page.wait_for_selector("tr[data-workflow]")
                 page.screenshot(path=str(out / "inspector-list.png"))
@@ -81,7 +81,7 @@ def main(argv: list[str]) -> int:
                 page.goto(f"{api.base_url}/ui/workflows/{ids['waiting']}")
                 page.click("#act-deny > summary")
                 page.screenshot(
-                    path=str(out / "inspector-approval.png"), clip={"x": 0, "y": 0, "width": 1280, "height": 720}
+                    path=str(out / "inspector-approval.png"), clip={"x": 0, "y": 0, "width": 1280, "height": 800}
                 )
                 # Let the waiting turn end, so that the page's event stream ends before the web app stops.
                 model.add(text("The note was not published."))

@@ -96,6 +96,9 @@ def test_list_shows_a_new_run_within_two_seconds_without_reload(page: Any, api: 
 
 
 def test_run_page_follows_the_paris_turn_live_in_order_with_the_tool_result(page: Any, api: Any, model: Any) -> None:
+    problems: list[str] = []  # script errors and Content-Security-Policy violations
+    page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
     paris_script(model, first_delay=1.5)
     workflow_id = start(api, PARIS)
     page.goto(run_url(api, workflow_id))
@@ -123,6 +126,27 @@ def test_run_page_follows_the_paris_turn_live_in_order_with_the_tool_result(page
     assert task_id == api.steps(workflow_id)[2]["task_id"]
     # A finished run offers Purge only.
     expect(page.locator(".actions summary.btn")).to_have_text(["Purge"])
+    assert problems == []
+
+
+def test_pages_read_and_act_with_javascript_off(browser: Any, api: Any, model: Any) -> None:
+    paris_script(model)
+    workflow_id = start(api, PARIS)
+    api.wait_status(workflow_id, ["COMPLETED"])
+    context = browser.new_context(java_script_enabled=False)
+    try:
+        page = context.new_page()
+        page.goto(run_url(api, workflow_id))
+        expect(page.locator("[data-region=head] [data-status]")).to_have_text("COMPLETED")
+        assert step_rows(page) == [(0, "start"), (1, "llm"), (2, "tool"), (3, "llm"), (4, "finish")]
+        expect(page.locator("#step-2 .f-result")).to_contain_text("SkyHighAir")
+        page.click("#act-purge > summary")  # <details>: the confirmation needs no script
+        page.click("#act-purge button[type=submit]")
+        expect(page.locator(".notice.ok")).to_contain_text(f"Workflow {workflow_id} was purged.")
+        expect(page.locator(f'tr[data-workflow="{workflow_id}"]')).to_have_count(0)
+        assert api.http.get(f"/workflows/{workflow_id}").status_code == 404
+    finally:
+        context.close()
 
 
 def test_a_tool_call_needing_approval_shows_approve_and_deny_and_approving_completes(
@@ -142,6 +166,27 @@ def test_a_tool_call_needing_approval_shows_approve_and_deny_and_approving_compl
     expect(page.locator(".notice.ok")).to_have_text("Approved: the tool call runs.")
     expect(page.locator("article.step.k-tool .f-result")).to_contain_text('"published": "Ship it"')
     assert api.status(workflow_id)["output"] == "Published your note."
+
+
+def test_a_pending_event_shows_its_name_and_a_form_for_its_json_payload(page: Any, api: Any, model: Any) -> None:
+    model.add(tool_call("Archivist", {"task": "Find the 2019 notes"}), text("The archive has 3 notes from 2019."))
+    workflow_id = start(api, "What did we note in 2019?", agent="NoteKeeper")
+    pending = api.wait_status(workflow_id, ["SUSPENDED"])["pending_event"]
+    page.goto(run_url(api, workflow_id))
+    box = page.locator(".pending")
+    expect(box).to_contain_text(f"Waiting for event {pending['name']}")
+    expect(box).to_contain_text("from Archivist")
+    page.click("#act-raise > summary")
+    page.fill("#act-raise textarea[name=payload]", '{"result": "3 notes from')  # not JSON
+    page.click("#act-raise button[type=submit]")
+    expect(page.locator(".error-page")).to_contain_text("the payload is not valid JSON")
+    assert api.status(workflow_id)["runtime_status"] == "SUSPENDED"
+    page.go_back()
+    page.click("#act-raise > summary")
+    page.fill("#act-raise textarea[name=payload]", '{"result": "3 notes from 2019"}')
+    page.click("#act-raise button[type=submit]")
+    expect(page.locator("[data-region=head] [data-status]")).to_have_text("COMPLETED", timeout=20_000)
+    expect(page.locator("article.step.k-tool .f-result")).to_contain_text("3 notes from 2019")
 
 
 def test_terminate_asks_for_confirmation_then_reads_terminated(page: Any, api: Any, model: Any) -> None:

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 #: A value longer than this many characters, or lines, is folded behind a one-line preview.
-FOLD_CHARS = 360
-FOLD_LINES = 8
+FOLD_CHARS = 800
+FOLD_LINES = 16
 PREVIEW_CHARS = 110
 
 
@@ -39,10 +39,10 @@ def pretty(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, default=str)
 
 
-def shown(value: Any, fold_chars: int = FOLD_CHARS, fold_lines: int = FOLD_LINES) -> Shown:
+def shown(value: Any, fold_chars: int | None = None, fold_lines: int | None = None) -> Shown:
     """Present ``value``: objects and arrays (or JSON text of one, like a tool call's
     arguments) as pretty JSON, strings as text; folded when longer than ``fold_chars``
-    characters or ``fold_lines`` lines."""
+    characters or ``fold_lines`` lines (default :data:`FOLD_CHARS`, :data:`FOLD_LINES`)."""
     if isinstance(value, str):
         parsed = _json_container(value)
         text, kind = (pretty(parsed), "json") if parsed is not None else (value, "text")
@@ -52,7 +52,7 @@ def shown(value: Any, fold_chars: int = FOLD_CHARS, fold_lines: int = FOLD_LINES
         text, kind = json.dumps(value, default=str), "scalar"
     lines = text.count("\n") + 1
     preview = None
-    if len(text) > fold_chars or lines > fold_lines:
+    if len(text) > (fold_chars or FOLD_CHARS) or lines > (fold_lines or FOLD_LINES):
         flat = " ".join(text.split())
         preview = flat if len(flat) <= PREVIEW_CHARS else flat[: PREVIEW_CHARS - 1] + "…"
     return Shown(text, kind, preview, lines)

@@ -7,6 +7,7 @@ and tool output is always shown as text.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -137,7 +138,7 @@ def label(key: str) -> str:
     return key.replace("_", " ")
 
 
-FILTERS = {
+FILTERS: dict[str, Callable[..., Any]] = {
     "shown": shown,
     "short": short,
     "when": when,

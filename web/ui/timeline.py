@@ -158,7 +158,7 @@ def waterfall(meta: dict[str, Any], records: list[dict[str, Any]]) -> tuple[list
                 took=duration(took),
             )
         )
-    ticks = [(p, duration(total * p / 100)) for p in (0, 25, 50, 75, 100)]
+    ticks = [(float(p), duration(total * p / 100)) for p in (0, 25, 50, 75, 100)]
     return bars, ticks
 
 

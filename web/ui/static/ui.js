@@ -14,11 +14,11 @@
   var badge = document.querySelector("[data-live]");
   var busy = false, again = false, timer = null;
 
-  function setLive(state) {
+  function setLive(state, text) {
     if (!badge) return;
     badge.hidden = false;
     badge.className = "live" + (state === "on" ? "" : " " + state);
-    badge.textContent = state === "on" ? "live" : state === "ended" ? "ended" : "reconnecting…";
+    badge.textContent = text || (state === "on" ? "live" : state === "ended" ? "ended" : "reconnecting…");
   }
 
   function partialUrl() {
@@ -52,6 +52,7 @@
     fetch(partialUrl(), { credentials: "same-origin", headers: { Accept: "text/html" } })
       .then(function (response) {
         if (response.status === 401) { window.location.reload(); return null; }
+        if (response.status === 404 && main.dataset.page === "run") { finish("not found"); return null; }
         return response.ok ? response.text() : Promise.reject(new Error("HTTP " + response.status));
       })
       .then(function (html) {
@@ -81,11 +82,11 @@
   // -- a run page: follow its event stream --------------------------------------------
   var source = null, lastId = main.dataset.lastSeq || "-1", ended = main.hasAttribute("data-ended");
 
-  function finish() {
+  function finish(why) {
     ended = true;
     if (source) { source.close(); source = null; }
     if (poller) { clearInterval(poller); poller = null; }
-    setLive("ended");
+    setLive("ended", why);
   }
 
   function follow() {
@@ -98,7 +99,12 @@
       soon();
     });
     source.addEventListener("status", function () { soon(); finish(); });
-    source.addEventListener("stream_error", function () { source.close(); source = null; retry(); });
+    source.addEventListener("stream_error", function (event) {
+      source.close();
+      source = null;
+      var gone = /workflow_not_found/.test(event.data || "");
+      if (gone) finish("purged"); else retry();  // else Redis was away: follow again
+    });
     source.onerror = function () {
       setLive("off");
       // EventSource retries by itself with Last-Event-ID; once it gives up, start again.

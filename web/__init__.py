@@ -14,6 +14,7 @@ from agent_platform.runtime import Runtime
 from agent_platform.settings import Settings
 
 from .errors import error_response, install_error_handlers
+from .json_provider import StrictJSONProvider
 
 __all__ = ["create_app"]
 
@@ -56,6 +57,7 @@ def create_app(test_config: dict[str, Any] | None = None, runtime: Runtime | Non
         validation_error_status=422,
         validation_error_callback=_validation_error,
     )
+    app.json = StrictJSONProvider(app)  # NaN and infinities as null: strict JSON only
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.config.update(test_config)
     app.extensions["agent_platform"] = runtime

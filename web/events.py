@@ -17,7 +17,6 @@ lifetime (a blocking ``XREAD`` must not share a connection; it goes back at the 
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -30,6 +29,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field
 
 from agent_platform.errors import ValidationError, WorkflowNotFound
+from agent_platform.jsontext import dumps
 from agent_platform.status import public_status
 from agent_platform.store.workflows import TERMINAL, WorkflowStore
 
@@ -92,7 +92,7 @@ def sse(data: Any, event: str | None = None, event_id: int | None = None) -> str
     """One Server-Sent Event: optional ``id:`` and ``event:`` lines, a ``data:`` line of JSON."""
     head = "" if event_id is None else f"id: {event_id}\n"
     head += "" if event is None else f"event: {event}\n"
-    return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n"
+    return f"{head}data: {dumps(data, separators=(',', ':'))}\n\n"
 
 
 def _events(shared: WorkflowStore, workflow_id: str, after: int) -> Iterator[str]:

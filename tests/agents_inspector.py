@@ -40,10 +40,5 @@ note_keeper = AssistantAgent(
     goal="Save and publish the notes the user dictates.",
     instructions=["Save or publish the note with your tools, then say what you did."],
     tools=[save_note, publish_note, AgentTool("Archivist", timeout=None)],
-    message_bus_name="messagepubsub",
-    state_store_name="workflowstatestore",
-    state_key="workflow_state",
-    agents_registry_store_name="registrystatestore",
-    agents_registry_key="agents_registry",
     memory=ConversationRedisMemory(store_name="conversationstore", session_id="default"),
-)
+)  # the stores and bus are the defaults, TravelBuddy's: one deployment serves both

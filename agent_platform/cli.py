@@ -99,6 +99,8 @@ def run(
         name = _choose_agent(rt, agent)
         wf, _ = rt.start_workflow(name, task, session_id=session_id)
         click.echo(f"workflow {wf} started (agent {name})", err=True)
+        if rt.settings.ui:
+            click.echo(f"run page: {run_page_url(rt.settings, wf)}", err=True)
         store = rt.store_for(name)
         _print_live(store, wf, -1, tokens, timeout)
         status = public_status(store.meta(wf))
@@ -113,6 +115,13 @@ def _print_live(store: Any, workflow_id: str, after: int, tokens: bool, timeout:
     from .timeline import print_live
 
     print_live(store, workflow_id, after, tokens, timeout, live=sys.stderr)
+
+
+def run_page_url(settings: Any, workflow_id: str) -> str:
+    """The inspector's page of a workflow: ``<web_url>/ui/workflows/<id>``, where the web
+    URL is ``AGENT_PLATFORM_WEB_URL``, else ``http://localhost:$PORT`` (8000, as the Procfile)."""
+    base = settings.web_url or f"http://localhost:{os.environ.get('PORT') or '8000'}"
+    return f"{base.rstrip('/')}/ui/workflows/{workflow_id}"
 
 
 def _print_final(status: dict[str, Any], as_json: bool) -> None:

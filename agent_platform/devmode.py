@@ -181,6 +181,7 @@ class DevMode:
             say(f"web        {self.base_url}  (POST /start-workflow, GET /workflows/<id>, /openapi.json)")
             if self.dapr_port:
                 say(f"dapr api   {self.dapr_url}/v1.0/workflows/<component>/<id>  (the sidecar's workflow API)")
+            say(f"inspector  {self.base_url}/ui/  (every workflow, live; AGENT_PLATFORM_UI=0 turns it off)")
 
     # -- choices ------------------------------------------------------------------------
     def _choose_redis(self, env: dict[str, str]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -224,6 +225,31 @@ def test_threads_share_one_client_each_on_its_own_loop() -> None:
         assert answers == ["done"] * 3
         assert model.max_in_flight == 3  # at the same time: each thread its own connection
         client.close()
+
+
+def test_c13_a_call_interrupted_in_its_thread_is_cancelled_before_the_next() -> None:
+    """Celery's soft time limit raises in the worker's thread mid-call (a signal): the
+    call's request is cancelled, its connection closed, before the exception goes on,
+    so the next call is the only request in flight."""
+
+    class SoftTimeLimit(Exception):
+        pass
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise SoftTimeLimit
+
+    with ScriptedModel([trickle("slow", chunk=5, interval=0.2), text("fast")]) as model:
+        client = OpenAIChatClient(base_url=model.base_url, api_key="x", timeout=30)
+        previous = signal.signal(signal.SIGALRM, interrupt)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.5)
+            with pytest.raises(SoftTimeLimit):
+                client.chat([{"role": "user", "content": "hi"}])
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        assert client.chat([{"role": "user", "content": "hi"}]).content == "fast"
+        assert model.max_in_flight == 1
 
 
 def test_c13_the_timeout_is_an_argument_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

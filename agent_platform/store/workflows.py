@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ..connections import block_ms_within, stream_entries
 from ..errors import IdempotencyConflict, InvalidTransition, WorkflowNotFound
 from ..ids import validate_id
 from . import scripts
@@ -192,9 +193,11 @@ class WorkflowStore(WorkflowQueries):
         return [_record(fields) for _, fields in entries]
 
     def wait_steps(self, workflow_id: str, after: int, block_ms: int) -> list[dict[str, Any]]:
-        """Like :meth:`steps`, but blocks up to ``block_ms`` for new records (XREAD BLOCK)."""
-        reply = self.client.xread({self.key(workflow_id, "steps"): f"0-{after + 1}"}, block=block_ms)
-        return [_record(fields) for _, entries in reply or [] for _, fields in entries]
+        """Like :meth:`steps`, but blocks up to ``block_ms`` for new records (XREAD BLOCK;
+        less when the client's socket timeout is shorter, see ``connections.block_ms_within``)."""
+        block = block_ms_within(self.client, block_ms)
+        reply = self.client.xread({self.key(workflow_id, "steps"): f"0-{after + 1}"}, block=block)
+        return [_record(fields) for _, entries in stream_entries(reply) for _, fields in entries]
 
     def is_done(self, workflow_id: str, stage: int, call_index: int) -> bool:
         """True when tool call ``call_index`` of ``stage`` is checkpointed."""

@@ -26,7 +26,7 @@ from .agent import AssistantAgent
 from .embedded_redis import EmbeddedRedis
 from .errors import ConfigurationError
 from .local_model import LocalModelServer
-from .processes import stop_process, tail
+from .processes import gunicorn_command, stop_process, tail
 
 log = logging.getLogger("agent_platform.dev")
 
@@ -157,11 +157,7 @@ class DevMode:
             [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--loglevel", "INFO",
              "-c", str(self.concurrency), "-n", "dev@%h", "--without-mingle", "--without-gossip"],
         )  # fmt: skip
-        self.web = self._spawn(
-            "web",
-            [sys.executable, "-m", "gunicorn", "web:create_app()", "--bind", f"{self.host}:{self.port}",
-             "--worker-class", "gthread", "--threads", "8", "--workers", "1"],
-        )  # fmt: skip
+        self.web = self._spawn("web", gunicorn_command("--bind", f"{self.host}:{self.port}", "--workers", "1"))
         self._wait(lambda: _http_ok(f"{self.base_url}/health"), self.web, "web", 60)
         self._wait(lambda: " ready." in _read(self.data_dir / "worker.log"), self.worker, "worker", 90)
         _say(f"worker     celery -A tasks worker (queues: {', '.join(a.queue for a in self.agents)})")

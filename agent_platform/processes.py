@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +95,15 @@ def stop_process(proc: subprocess.Popen[Any] | None, timeout: float = 10.0, sig:
         except subprocess.TimeoutExpired:
             pass
     kill_group(proc)
+
+
+def gunicorn_command(*args: str) -> list[str]:
+    """The web process as the Procfile runs it: ``python -m gunicorn --config
+    <web/gunicorn.conf.py> web:create_app() *args`` (gevent workers, see that file);
+    flags in ``args`` (``--bind``, ``--workers``...) win over the file."""
+    spec = importlib.util.find_spec("web")  # finds the package without importing it
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    if not folders:
+        raise FileNotFoundError("the 'web' package of agent-platform is not installed")
+    config = str(Path(folders[0]) / "gunicorn.conf.py")
+    return [sys.executable, "-m", "gunicorn", "--config", config, "web:create_app()", *args]

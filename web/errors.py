@@ -17,11 +17,13 @@ log = logging.getLogger("agent_platform.web")
 
 #: Each library error class -> (HTTP status, error code). The first match in MRO order wins.
 STATUS_OF: dict[type[Exception], tuple[int, str]] = {
+    errors.CallbackNotAllowed: (422, "callback_url_not_allowed"),
     errors.ValidationError: (400, "invalid_request"),
     errors.WorkflowNotFound: (404, "workflow_not_found"),
     errors.AgentNotFound: (404, "agent_not_found"),
     errors.InvalidTransition: (409, "invalid_transition"),
     errors.IdempotencyConflict: (409, "idempotency_conflict"),
+    errors.TooManyEvents: (409, "too_many_events"),
     errors.ConfigurationError: (503, "misconfigured"),
     errors.AgentPlatformError: (500, "internal_error"),
 }

@@ -7,6 +7,7 @@ from typing import Any
 from flask import current_app, request, url_for
 from flask_openapi3 import APIBlueprint, Tag
 
+from agent_platform.egress import check_at_start
 from agent_platform.engine import control
 from agent_platform.errors import AgentNotFound, ValidationError
 from agent_platform.status import dapr_status, public_status
@@ -49,12 +50,15 @@ def start_workflow(body: StartWorkflowRequest) -> Any:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (1 <= len(key) <= 255):
         raise ValidationError("Idempotency-Key must be 1-255 characters")
+    callback_url = str(body.callback_url) if body.callback_url else None
+    if callback_url:  # 422 for an internal address known now; names are checked again at send time
+        check_at_start(callback_url, runtime().settings.callback_allow)
     wf_id, created = runtime().start_workflow(
         _choose_agent(body.agent),
         body.task,
         session_id=body.session_id,
         metadata=body.metadata,
-        callback_url=str(body.callback_url) if body.callback_url else None,
+        callback_url=callback_url,
         idempotency_key=key,
     )
     status_url = url_for("workflows.get_workflow", workflow_id=wf_id, _external=True)

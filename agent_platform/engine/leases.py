@@ -16,6 +16,8 @@ import threading
 import uuid
 from typing import Any
 
+from ..supervision import fault_point, supervise
+
 log = logging.getLogger("agent_platform.leases")
 
 
@@ -52,7 +54,8 @@ def owner_is_dead(token: str | None) -> bool:
 class LeaseKeeper:
     """Renews the leases of the steps this process runs, from one daemon thread.
 
-    Use :func:`keeper` for the process's instance (a forked child gets its own).
+    Use :func:`keeper` for the process's instance (a forked child gets its own). An
+    unexpected error restarts the renewing loop with a log line (``agent_platform.supervision``).
     """
 
     def __init__(self) -> None:
@@ -67,7 +70,7 @@ class LeaseKeeper:
         with self._lock:
             self._leases[token] = (store, message, token, ttl)
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="agent-platform-leases", daemon=True)
+                self._thread = threading.Thread(target=self._supervised, name="agent-platform-leases", daemon=True)
                 self._thread.start()
 
     def drop(self, token: str) -> None:
@@ -75,8 +78,12 @@ class LeaseKeeper:
         with self._lock:
             self._leases.pop(token, None)
 
+    def _supervised(self) -> None:
+        supervise("leases", self._run, threading.Event())  # never stopped: a daemon of the process
+
     def _run(self) -> None:
         while True:
+            fault_point("leases")
             with self._lock:
                 held = list(self._leases.values())
             interval = min((ttl for *_, ttl in held), default=3.0) / 3

@@ -8,9 +8,9 @@ runs such a loop again after an unexpected exception, with one ERROR log line an
 traceback each time, waiting 1, 2, 4 ... up to 30 s between two crashes (back to 1 s
 once a run has lasted a minute).
 
-Crash tests: ``AGENT_PLATFORM_FAULT=thread_crash:<name>`` (``bus``, ``sweeper``,
-``registry``, ``leases``) makes :func:`fault_point` raise :class:`InjectedFault` once
-per process in that thread's loop.
+Crash tests: ``AGENT_PLATFORM_FAULT=thread_crash:<name>[,<name>...]`` (``bus``,
+``sweeper``, ``registry``, ``leases``) makes :func:`fault_point` raise
+:class:`InjectedFault` once per process in each named thread's loop.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def fault_point(name: str, fault: str | None = None) -> None:
         fault: the fault setting (default: ``AGENT_PLATFORM_FAULT`` from the environment).
     """
     fault = os.environ.get("AGENT_PLATFORM_FAULT") if fault is None else fault
-    if fault != f"{FAULT_PREFIX}{name}":
+    if not fault or not fault.startswith(FAULT_PREFIX) or name not in fault[len(FAULT_PREFIX) :].split(","):
         return
     key = f"{os.getpid()}:{name}"
     with _fired_lock:

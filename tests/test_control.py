@@ -31,6 +31,7 @@ PLATFORM_ENV = {
     "AGENT_PLATFORM_SWEEP_INTERVAL": "0.5",
     "AGENT_PLATFORM_DISPATCH_GRACE": "5",
     "AGENT_PLATFORM_LLM_BACKOFF": "0.05",
+    "AGENT_PLATFORM_CALLBACK_ALLOW": "127.0.0.0/8",  # the callback receiver of these tests (C20)
 }
 
 

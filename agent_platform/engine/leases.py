@@ -9,6 +9,7 @@ a process that no longer exists (:func:`owner_is_dead`).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import socket
@@ -79,19 +80,25 @@ class LeaseKeeper:
             self._leases.pop(token, None)
 
     def _supervised(self) -> None:
-        supervise("leases", self._run, threading.Event())  # never stopped: a daemon of the process
+        runs = itertools.count()
+        # never stopped: a daemon of the process; a restarted loop renews at once (time has passed)
+        supervise("leases", lambda: self._run(renew_now=next(runs) > 0), threading.Event())
 
-    def _run(self) -> None:
+    def _run(self, renew_now: bool = False) -> None:
         while True:
-            fault_point("leases")
             with self._lock:
                 held = list(self._leases.values())
             interval = min((ttl for *_, ttl in held), default=3.0) / 3
-            self._wake.wait(interval)
+            if not renew_now:
+                self._wake.wait(interval)
+                with self._lock:
+                    held = list(self._leases.values())
+            renew_now = False
             for store, message, token, ttl in held:
                 with self._lock:
                     if token not in self._leases:
                         continue
+                fault_point("leases")  # crash tests: while a lease is due for renewal
                 try:
                     m = message
                     if not store.renew_lease(m.workflow_id, m.step_seq, m.call_index, token, ttl):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,11 +51,12 @@ def _flush(url: str) -> None:
     client.close()
 
 
-def _gunicorn(env: dict[str, str | None], log: Path) -> tuple[Proc, str]:
+def _gunicorn(env: dict[str, str | None], log: Path, wait: bool = True) -> tuple[Proc, str]:
     """The Procfile's web line as written, with ``env``; returns it and its base URL."""
     port = free_port()
     web = shell_procfile_line("web", process_env({k: v for k, v in env.items() if v} | {"PORT": str(port)}), log)
-    wait_http(f"http://127.0.0.1:{port}/health", timeout=60)
+    if wait:
+        wait_http(f"http://127.0.0.1:{port}/health", timeout=60)
     return web, f"http://127.0.0.1:{port}"
 
 
@@ -148,20 +150,24 @@ def url_stack(
     stack = Stack(process_env({k: v for k, v in env.items() if v}), tmp_path / "workers", 2)
     bus = BusProcess(stack.env, tmp_path / "bus.log")
     web = None
-    try:
-        stack.start(1)  # kombu took the URL: the worker is ready
-        web, base = _gunicorn(env, tmp_path / "web.log")
-        bus.start()
+    try:  # all three start at once
+        worker = stack.start_worker(wait=False)
+        web, base = _gunicorn(env, tmp_path / "web.log", wait=False)
+        bus.start(wait=False)
+        stack.wait_ready(worker)  # kombu took the URL
+        wait_http(f"{base}/health", timeout=60)
+        bus.wait_ready()
         yield url, base
     except BaseException:
         dump("workers", stack.logs(since_mark=False))
         dump("bus", bus.log())
         raise
-    finally:
-        bus.stop()
-        if web is not None:
-            web.stop()
-        stack.stop()
+    finally:  # all three stop at once
+        stoppers = [threading.Thread(target=f) for f in (bus.stop, stack.stop, *([web.stop] if web else []))]
+        for thread in stoppers:
+            thread.start()
+        for thread in stoppers:
+            thread.join()
 
 
 def test_c18_worker_web_and_bus_run_turns_and_keep_an_idle_stream_with_redis_py_url_options(

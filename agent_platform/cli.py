@@ -210,7 +210,8 @@ WELL_KNOWN_PASSWORDS = frozenset({"change-me", "changeme", "admin", "password", 
 
 
 def flower_options(env: Any) -> list[str]:
-    """Flower's ``--address``, ``--port`` and ``--basic-auth`` from the environment.
+    """Flower's ``--address`` and ``--port`` from the environment, once FLOWER_BASIC_AUTH
+    (which Flower reads from the environment itself) is checked.
 
     Raises:
         click.ClickException: FLOWER_BASIC_AUTH is malformed or uses a well-known password,
@@ -230,8 +231,9 @@ def flower_options(env: Any) -> list[str]:
             f"FLOWER_BASIC_AUTH is not set: Flower would be open to anyone on FLOWER_ADDRESS={address}; "
             "set FLOWER_BASIC_AUTH=user:password or keep FLOWER_ADDRESS=127.0.0.1"
         )
-    options = [f"--address={address}", f"--port={env.get('FLOWER_PORT') or '5555'}"]
-    return options + ([f"--basic-auth={auth}"] if auth else [])
+    # The credentials stay in FLOWER_BASIC_AUTH, which Flower reads itself: on the command
+    # line they would show in `ps` and in the "+ celery ..." line this command logs.
+    return [f"--address={address}", f"--port={env.get('FLOWER_PORT') or '5555'}"]
 
 
 def _is_loopback(address: str) -> bool:

@@ -127,7 +127,7 @@ def resolve(url: str, allow_spec: str) -> Target:
     check_at_start(url, allow_spec)  # the localhost names, whatever the resolver says of them
     allow = allowed_networks(allow_spec)
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos))
+    addresses = list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos))
     for address in addresses:
         reason = refusal(address, allow)
         if reason:
@@ -151,7 +151,7 @@ def _numeric(host: str) -> IPAddress | None:
         infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
     except OSError:
         return None
-    return ipaddress.ip_address(infos[0][4][0].split("%", 1)[0])
+    return ipaddress.ip_address(str(infos[0][4][0]).split("%", 1)[0])
 
 
 def _is_localhost_name(host: str) -> bool:

@@ -64,7 +64,7 @@ def read_body(environ: dict[str, Any], max_bytes: int, timeout: float) -> None:
     length = None if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower() else _length(environ)
     if length is not None and length > max_bytes:
         raise RequestEntityTooLarge(f"the body has {length} bytes; at most {max_bytes} are accepted")
-    sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
+    sock: Any = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
     deadline = time.monotonic() + timeout if timeout > 0 and sock is not None else None
     previous = sock.gettimeout() if deadline is not None else None
     stream = environ["wsgi.input"]

@@ -1,4 +1,4 @@
-"""The public shapes of a workflow's status: ours and the Dapr sidecar's."""
+"""The public shape of a workflow's status (the Dapr shapes: :mod:`agent_platform.dapr_shapes`)."""
 
 from __future__ import annotations
 
@@ -43,22 +43,3 @@ def public_status(meta: dict[str, Any]) -> dict[str, Any]:
         "completion_tokens": meta.get("completion_tokens", 0),
     }
     return status
-
-
-def dapr_status(meta: dict[str, Any]) -> dict[str, Any]:
-    """The same status in the Dapr sidecar's shape (``GET /v1.0/workflows/<component>/<id>``)."""
-    properties: dict[str, Any] = {"dapr.workflow.input": meta.get("input")}
-    if meta.get("output") is not None:
-        properties["dapr.workflow.output"] = meta.get("output")
-    failure = meta.get("failure_details")
-    if failure:
-        properties["dapr.workflow.failure.error_type"] = failure.get("type")
-        properties["dapr.workflow.failure.error_message"] = failure.get("message")
-    return {
-        "instanceID": meta["instance_id"],
-        "workflowName": meta.get("agent"),
-        "createdAt": meta.get("created_at"),
-        "lastUpdatedAt": meta.get("last_updated_at"),
-        "runtimeStatus": meta.get("runtime_status"),
-        "properties": properties,
-    }

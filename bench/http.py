@@ -18,39 +18,33 @@ check, the workflows created and ``start`` steps queued in Redis. The client sha
 from __future__ import annotations
 
 import argparse
-import socket
-import subprocess
 import threading
 import time
 import uuid
 
 import httpx
 
-from agent_platform.processes import gunicorn_command
+from agent_platform.processes import ManagedProcess, ProcessFailed, free_port, gunicorn_command
 
 from .common import REPO, Bench, note, percentile, print_header, print_table
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_gunicorn(bench: Bench, port: int, workers: int) -> subprocess.Popen[bytes]:
+def start_gunicorn(bench: Bench, port: int, workers: int) -> ManagedProcess:
     cmd = gunicorn_command("--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--log-level", "warning")
-    log = open(bench.dir / "gunicorn.log", "ab")  # noqa: SIM115 - the child keeps it
-    proc = subprocess.Popen(cmd, cwd=REPO, env=bench.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while True:
+    proc = ManagedProcess("gunicorn", cmd, env=bench.env, cwd=REPO, log_path=bench.dir / "gunicorn.log").start()
+
+    def up() -> bool:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
         except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"gunicorn did not start:\n{(bench.dir / 'gunicorn.log').read_text()[-3000:]}")
-        time.sleep(0.1)
+            return False
+
+    try:
+        proc.wait_ready(up, 60)
+    except ProcessFailed as exc:
+        proc.stop()
+        raise RuntimeError(str(exc)) from None
+    return proc
 
 
 def load(base_url: str, clients: int, seconds: float, max_requests: int) -> tuple[list[float], int, float]:
@@ -116,11 +110,7 @@ def main(argv: list[str] | None = None) -> None:
             created = bench.client.zcard("workflow_state:index") - created_before
             queued = bench.client.llen("agent.BenchBot")
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            proc.stop(timeout=15)
     ms = [x * 1000 for x in latencies]
     print(
         f"gunicorn: {args.workers} gevent workers (web/gunicorn.conf.py); client: {args.clients} threads "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent_platform.engine.dispatch import STEP_KINDS, StepMessage
+from agent_platform.engine.records import current_task_id
 from agent_platform.engine.runner import run_step
 
 from .dispatch import task_name
@@ -34,7 +35,11 @@ def _register(app: Any, runtime: Any, kind: str) -> None:
         tool: str | None = None,
     ) -> str:
         message = StepMessage(agent, workflow_id, kind, int(step_seq), call_index, int(attempt), tool)
-        result = run_step(runtime, message, worker=self.request.hostname or "")
+        token = current_task_id.set(self.request.id)  # step records name their Celery task
+        try:
+            result = run_step(runtime, message, worker=self.request.hostname or "")
+        finally:
+            current_task_id.reset(token)
         if result == "failed":
             raise StepFailed(_failure_text(runtime, message))
         return result

@@ -272,7 +272,7 @@ def test_c21_honcho_with_the_env_example_serves_flower_on_loopback_only(platform
         proc = flower(**env)
         try:
             wait_until(lambda p=proc: not p.alive(), timeout=30, message="flower to refuse")  # type: ignore[misc]
-            assert proc.proc.returncode == 1
+            assert proc.returncode == 1
             lines = [line for line in proc.log().splitlines() if line.strip()]
             assert lines[-1].startswith("Error: FLOWER_BASIC_AUTH") and says in lines[-1], lines
         finally:

@@ -163,9 +163,7 @@ def run_llm(ctx: StepContext) -> Outcome:
     usage = {"iteration": 1, "steps_completed": 1, **{k: v for k, v in reply.usage.items() if v > 0}}
     data = reply.to_dict()
     if reply.tool_calls and not last:
-        calls = [
-            {"index": i, "id": c.id, "name": c.name, "arguments": c.arguments} for i, c in enumerate(reply.tool_calls)
-        ]
+        calls = [{"index": i, **tool_call_entry(c)} for i, c in enumerate(reply.tool_calls)]
         return Outcome(
             ctx.record("ok", data, attempt),
             "advance",
@@ -176,9 +174,12 @@ def run_llm(ctx: StepContext) -> Outcome:
         )
     if reply.tool_calls:
         data["ignored_tool_calls"] = "the turn's last model call may not call tools (max_iterations or max_tool_rounds)"
-    stop_reason = (
-        "max_iterations" if (last_by_iterations and (tools or reply.tool_calls)) else (reply.finish_reason or "stop")
-    )
+    if last_by_iterations and (tools or reply.tool_calls):
+        stop_reason = "max_iterations"
+    elif reply.empty:  # a reply of nothing ends the turn: the same request would get it again
+        stop_reason = "empty_reply"
+    else:
+        stop_reason = reply.finish_reason or "stop"
     return Outcome(
         ctx.record("ok", data, attempt),
         "advance",
@@ -203,8 +204,17 @@ def unique_call_ids(reply: AssistantReply, records: list[dict[str, Any]], stage:
     for index, call in enumerate(reply.tool_calls):
         call_id = call.id if call.id and call.id not in used else f"{call.id or 'call'}.{stage}.{index}"
         used.add(call_id)
-        calls.append(ToolCall(call_id, call.name, call.arguments))
+        calls.append(dataclasses.replace(call, id=call_id))
     return dataclasses.replace(reply, tool_calls=calls)
+
+
+def tool_call_entry(call: ToolCall) -> dict[str, Any]:
+    """A call of ``next.calls``: id, name, the arguments sent back, and the arguments as
+    received when they differ (what the tool step validates)."""
+    entry = {"id": call.id, "name": call.name, "arguments": call.arguments}
+    if call.raw_arguments is not None:
+        entry["raw_arguments"] = call.raw_arguments
+    return entry
 
 
 def run_tool(ctx: StepContext) -> Outcome:
@@ -216,6 +226,9 @@ def run_tool(ctx: StepContext) -> Outcome:
     retries_field = f"retries:{ctx.message.step_seq}:{index}"
     attempt = 1 + int(ctx.meta.get(retries_field, 0))
     data: dict[str, Any] = {"index": index, "call_id": call["id"], "name": call["name"], "arguments": call["arguments"]}
+    if "raw_arguments" in call:  # what the model sent, when it was not a JSON object text
+        data["raw_arguments"] = call["raw_arguments"]
+    received = call.get("raw_arguments", call["arguments"])
 
     def answer(status: str) -> Outcome:
         # Built when the call is answered, so the record's finished_at and duration_ms
@@ -253,7 +266,7 @@ def run_tool(ctx: StepContext) -> Outcome:
     if getattr(tool, "waits_for_event", False):
         return _run_waiting_tool(ctx, tool, call, context, data, answer)
     try:
-        data["result"] = tool.invoke(call["arguments"], context)
+        data["result"] = tool.invoke(received, context)
         return answer("ok")
     except ToolArgumentsError as exc:
         data["error"] = str(exc)
@@ -329,7 +342,7 @@ def _run_waiting_tool(
     ``response.<stage>.<index>`` arrives, then turns its payload into the result (``complete``)."""
     name = response_event_name(ctx.message.step_seq, call["index"])
     try:
-        arguments = tool.validate(call["arguments"])
+        arguments = tool.validate(call.get("raw_arguments", call["arguments"]))
         payload = ctx.store.event(ctx.workflow_id, name)
         if payload is None:
             tool.begin(arguments, context, name)  # idempotent by context.idempotency_key

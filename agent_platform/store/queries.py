@@ -25,7 +25,12 @@ class WorkflowQueries:
         raise NotImplementedError
 
     def list(
-        self, status: str | None = None, session_id: str | None = None, limit: int = 50, cursor: int = 0
+        self,
+        status: str | None = None,
+        session_id: str | None = None,
+        limit: int = 50,
+        cursor: int = 0,
+        agent: str | None = None,
     ) -> tuple[list[dict[str, Any]], int | None]:
         """Workflows newest first, filtered; returns ``(items, next_cursor or None)``.
 
@@ -49,11 +54,32 @@ class WorkflowQueries:
                     continue
                 if session_id and meta.get("session_id") != session_id:
                     continue
+                if agent and meta.get("agent") != agent:
+                    continue
                 items.append(meta)
                 if len(items) == limit:
                     return items, offset + n + 1
             offset += len(ids)
         return items, offset
+
+    def status_counts(
+        self, session_id: str | None = None, agent: str | None = None, scan: int = 10_000
+    ) -> tuple[dict[str, int], bool]:
+        """How many of the newest ``scan`` workflows have each runtime status (filtered
+        by session and agent); returns ``(counts, complete)``, ``complete`` False when
+        older workflows were left uncounted. One pipelined ``HMGET`` per workflow.
+        """
+        counts: dict[str, int] = {}
+        total = self.client.zcard(self.index_key)
+        for offset in range(0, min(total, scan), 500):
+            ids = self.client.zrevrange(self.index_key, offset, min(offset + 500, scan) - 1)
+            pipe = self.client.pipeline(transaction=False)
+            for wf in ids:
+                pipe.hmget(self.key(wf, "meta"), "runtime_status", "session_id", "agent")
+            for status, session, owner in pipe.execute():
+                if status and (not session_id or session == session_id) and (not agent or owner == agent):
+                    counts[status] = counts.get(status, 0) + 1
+        return counts, total <= scan
 
     def purge(self, workflow_id: str) -> None:
         """Delete every key of a finished workflow.

@@ -225,7 +225,8 @@ class DevMode:
         from web import create_app  # launcher: web only in the child
         from web.dapr import sidecar_only
 
-        app = create_app(runtime=Runtime(Settings.from_env(), agents=self.agents))
+        settings = Settings.from_env()  # the web's Redis clients fail fast, as in create_app (C17)
+        app = create_app(runtime=Runtime(settings, agents=self.agents, redis_timeout=settings.web_redis_timeout))
         binds = [f"{self.host}:{self.port}"]
         if self.dapr_port:
             binds.append(f"{self.host}:{self.dapr_port}")

@@ -232,7 +232,7 @@ def test_token_guards_every_route_but_health(guarded: WebServer, api: Api, model
 @pytest.fixture
 def gunicorn_web(platform: Platform, redis_server: Any, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """The Procfile's ``web`` line, as written, on a Redis database no worker serves;
-    2 processes of 11 threads: 22 requests at once, barely more than the test's 20 streams."""
+    2 gevent processes of 11 connections: 22 at once, barely more than the test's 20 streams."""
     client = redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + "/11")
     client.flushdb()
     client.close()
@@ -242,7 +242,7 @@ def gunicorn_web(platform: Platform, redis_server: Any, tmp_path: Path) -> Itera
         "web",
         process_env(
             {k: v for k, v in env.items() if v is not None}
-            | {"PORT": str(port), "WEB_CONCURRENCY": "2", "WEB_THREADS": "11"}
+            | {"PORT": str(port), "WEB_CONCURRENCY": "2", "WEB_CONNECTIONS": "11"}
         ),
         tmp_path / "web.log",
     )

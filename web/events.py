@@ -14,9 +14,10 @@ happens, so proxies keep the connection and a vanished client is noticed. If the
 workflow is purged meanwhile, or Redis stops answering, one ``event: stream_error``
 (``{"error": {"code", "message"}}``) ends the stream.
 
-Each open stream holds one thread of the web server (run gunicorn with gthread
-workers) and one Redis connection taken from the process's pool for the stream's
-lifetime (a blocking ``XREAD`` must not share a connection; it goes back at the end).
+Each open stream holds one connection of the web server (a greenlet of the Procfile's
+gevent workers; a thread under a threaded server) and one Redis connection taken from
+the process's pool for the stream's lifetime (a blocking ``XREAD`` must not share a
+connection; it goes back at the end).
 """
 
 from __future__ import annotations

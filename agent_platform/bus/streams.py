@@ -20,6 +20,7 @@ from typing import Any
 
 import redis
 
+from ..connections import block_ms_within, stream_entries
 from .messages import CloudEvent
 
 FIELD = "event"
@@ -100,13 +101,16 @@ class StreamBus:
         """New entries of ``topics`` for ``consumer`` of ``group`` (``XREADGROUP ... BLOCK``).
 
         Every topic must have the group (see :meth:`ensure_group`). Waits up to
-        ``block_ms`` when there is nothing; returns [] then.
+        ``block_ms`` when there is nothing (less when the client's socket timeout is
+        shorter: ``connections.block_ms_within``); returns [] then. RESP2 and RESP3
+        replies read the same.
         """
-        reply = self.client.xreadgroup(group, consumer, {self.key(t): ">" for t in topics}, count=count, block=block_ms)
+        block = block_ms_within(self.client, block_ms)
+        reply = self.client.xreadgroup(group, consumer, {self.key(t): ">" for t in topics}, count=count, block=block)
         by_key = {self.key(t): t for t in topics}
         return [
             Delivery(by_key[key], entry_id, (fields or {}).get(FIELD))
-            for key, entries in reply or []
+            for key, entries in stream_entries(reply)
             for entry_id, fields in entries
         ]
 

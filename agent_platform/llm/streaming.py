@@ -74,6 +74,7 @@ class ChunkAssembler:
         self.model: str | None = None
         self.id: str | None = None
         self.chunks = 0
+        self.choices_seen = 0  # chunks that carried choice 0: none at all is not a completion
         self._slots: dict[int, int] = {}
 
     def add(self, chunk: Any) -> list[dict[str, Any]]:
@@ -99,6 +100,7 @@ class ChunkAssembler:
         for choice in choices if isinstance(choices, list) else []:
             if not isinstance(choice, dict) or choice.get("index", 0) not in (0, None):
                 continue
+            self.choices_seen += 1
             delta = choice.get("delta")
             if not isinstance(delta, dict) and isinstance(choice.get("message"), dict) and not self._started():
                 delta = choice["message"]  # a whole message in one chunk
@@ -181,7 +183,11 @@ class ChunkAssembler:
             "id": self.id,
             "object": "chat.completion",
             "model": self.model,
-            "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason}],
+            # No chunk with choice 0 (e.g. a body of ``{"choices": []}``): no choices, so
+            # parse_chat_completion refuses it as MalformedReply (retried), never an empty reply.
+            "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason}]
+            if self.choices_seen
+            else [],
         }
         if self.usage is not None:
             body["usage"] = self.usage

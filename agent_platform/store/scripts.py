@@ -84,16 +84,24 @@ end
 return {'ok', target}
 """
 
-# KEYS: meta, steps, active   ARGV: name, payload json, record json, now_iso, now_ms, wf_id
+# KEYS: meta, steps, active
+# ARGV: name, payload json, record json, now_iso, now_ms, wf_id,
+#       max events not waited for (0: no limit; counted in 'unawaited_events')
 RAISE_EVENT = """
 local meta = KEYS[1]
 local status = redis.call('HGET', meta, 'runtime_status')
 if not status then return {'missing', ''} end
 if status == 'TERMINATED' or status == 'COMPLETED' or status == 'FAILED' then return {'refused', status} end
+local pending = redis.call('HGET', meta, 'pending_event')
+local awaited = status == 'SUSPENDED' and pending and cjson.decode(pending)['name'] == ARGV[1]
+if not awaited and tonumber(ARGV[7]) > 0 then
+  local held = tonumber(redis.call('HGET', meta, 'unawaited_events') or '0')
+  if held >= tonumber(ARGV[7]) then return {'limit', tostring(held)} end
+  redis.call('HINCRBY', meta, 'unawaited_events', 1)
+end
 redis.call('HSET', meta, 'event:' .. ARGV[1], ARGV[2])
 local woke = 0
-local pending = redis.call('HGET', meta, 'pending_event')
-if status == 'SUSPENDED' and pending and cjson.decode(pending)['name'] == ARGV[1] then
+if awaited then
   redis.call('HDEL', meta, 'pending_event')
   redis.call('HSET', meta, 'runtime_status', 'RUNNING')
   redis.call('ZADD', KEYS[3], ARGV[5], ARGV[6])

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ..errors import IdempotencyConflict, InvalidTransition, WorkflowNotFound
+from ..connections import block_ms_within, stream_entries
+from ..errors import IdempotencyConflict, InvalidTransition, TooManyEvents, WorkflowNotFound
 from ..ids import validate_id
 from . import scripts
 from .codec import TERMINAL as TERMINAL
@@ -192,9 +193,11 @@ class WorkflowStore(WorkflowQueries):
         return [_record(fields) for _, fields in entries]
 
     def wait_steps(self, workflow_id: str, after: int, block_ms: int) -> list[dict[str, Any]]:
-        """Like :meth:`steps`, but blocks up to ``block_ms`` for new records (XREAD BLOCK)."""
-        reply = self.client.xread({self.key(workflow_id, "steps"): f"0-{after + 1}"}, block=block_ms)
-        return [_record(fields) for _, entries in reply or [] for _, fields in entries]
+        """Like :meth:`steps`, but blocks up to ``block_ms`` for new records (XREAD BLOCK;
+        less when the client's socket timeout is shorter, see ``connections.block_ms_within``)."""
+        block = block_ms_within(self.client, block_ms)
+        reply = self.client.xread({self.key(workflow_id, "steps"): f"0-{after + 1}"}, block=block)
+        return [_record(fields) for _, entries in stream_entries(reply) for _, fields in entries]
 
     def is_done(self, workflow_id: str, stage: int, call_index: int) -> bool:
         """True when tool call ``call_index`` of ``stage`` is checkpointed."""
@@ -336,9 +339,15 @@ class WorkflowStore(WorkflowQueries):
             raise InvalidTransition(f"cannot {action} a workflow that is {status}", status)
         return status
 
-    def raise_event(self, workflow_id: str, name: str, payload: Any, record: dict[str, Any]) -> bool:
+    def raise_event(
+        self, workflow_id: str, name: str, payload: Any, record: dict[str, Any], max_unawaited: int = 0
+    ) -> bool:
         """Store event ``name`` with its JSON ``payload`` (kept even if nobody waits yet, as
         Dapr buffers events) and log ``record``; wake the workflow if it waits for it.
+
+        Args:
+            max_unawaited: how many events the workflow may hold that it was not waiting
+                for when they came (0: no limit); an awaited event is always accepted.
 
         Returns:
             True when the workflow was waiting for this event and is RUNNING again.
@@ -346,16 +355,22 @@ class WorkflowStore(WorkflowQueries):
         Raises:
             WorkflowNotFound: no such workflow.
             InvalidTransition: it has ended (409).
+            TooManyEvents: ``max_unawaited`` events nobody waited for are held already (409).
         """
         validate_id(name, "event name")
         result, detail = self._raise_event(
             keys=[self.key(workflow_id, "meta"), self.key(workflow_id, "steps"), self.active_key],
-            args=[name, json.dumps(payload), json.dumps(record), now_iso(), now_ms(), workflow_id],
+            args=[name, json.dumps(payload), json.dumps(record), now_iso(), now_ms(), workflow_id, max_unawaited],
         )
         if result == "missing":
             raise WorkflowNotFound(f"no workflow {workflow_id!r}")
         if result == "refused":
             raise InvalidTransition(f"cannot raise an event on a workflow that is {detail}", detail)
+        if result == "limit":
+            raise TooManyEvents(
+                f"workflow {workflow_id} already holds {detail} events it did not wait for "
+                f"(AGENT_PLATFORM_MAX_EVENTS_PER_WORKFLOW={max_unawaited})"
+            )
         return detail == "1"
 
     def event(self, workflow_id: str, name: str) -> Any:

@@ -201,6 +201,48 @@ def test_a_run_whose_worker_died_becomes_a_lost_record() -> None:
     assert store.state(wf).runtime_status == RuntimeStatus.COMPLETED
 
 
+def _lose_runs(rt: FakeRuntime, wf: str, message: StepMessage, count: int) -> None:
+    """``count`` runs of ``message``'s step whose worker died (lease expired, no checkpoint)."""
+    store = rt.store_for("Unit")
+    for n in range(count):
+        opened = store.open_step(wf, message.step_seq, message.call_index, f"host|{n}|dead", 5.0, f"w{n}@host")
+        assert opened.verdict == "open" and opened.lost == n
+        store.client.delete(store.keys.lease(wf, message.step_seq, message.call_index))
+
+
+def test_c14_a_tool_call_whose_worker_dies_every_time_ends_with_an_error_for_the_model() -> None:
+    model = FakeModel(call(("add", '{"a": 1, "b": 1}')), say("The tool crashed."))
+    rt = FakeRuntime(make_agent(model))
+    wf = rt.start("Unit", "add")
+    rt.run_next()
+    rt.run_next()
+    _lose_runs(rt, wf, rt.queue[0].message, 3)  # the default: 3 runs in all
+
+    list(rt.drain())
+
+    store = rt.store_for("Unit")
+    tools = [(r["status"], r["worker"], r["attempt"]) for r in store.steps(wf) if r["kind"] == "tool"]
+    assert tools == [("lost", "w0@host", 1), ("lost", "w1@host", 2), ("lost", "w2@host", 3), ("error", rt.worker, 3)]
+    answer = model.requests[1]["messages"][-1]
+    assert answer["role"] == "tool" and "worker lost during tool add (3 runs in all" in answer["content"]
+    assert store.state(wf).runtime_status == RuntimeStatus.COMPLETED
+
+
+def test_c14_an_llm_step_whose_worker_dies_every_time_fails_the_turn() -> None:
+    model = FakeModel(say("never"))
+    rt = FakeRuntime(make_agent(model))
+    wf = rt.start("Unit", "hello")
+    rt.run_next()
+    _lose_runs(rt, wf, rt.queue[0].message, 3)
+
+    assert [r.verdict for r in rt.drain()] == [Verdict.FAILED]
+
+    state = rt.store_for("Unit").state(wf)
+    assert state.runtime_status == RuntimeStatus.FAILED and model.requests == []
+    assert state.failure_details is not None and state.failure_details["type"] == "WorkerLost"
+    assert "worker lost during llm step (3 runs in all" in state.failure_details["message"]
+
+
 def test_sweeper_lock_is_per_store_and_its_holder_sweeps_only_that_store() -> None:
     a, b = make_agent(FakeModel(), "A", "state_a"), make_agent(FakeModel(), "B", "state_b")
     rt = FakeRuntime(a, b)

@@ -24,7 +24,7 @@ from .dispatch import StepMessage, task_kind
 from .leases import keeper, new_token, owner_is_dead
 from .outcomes import Advance, End, Outcome, RetryAfter, Suspend, ToolAnswered
 from .seam import Runtime
-from .steps import STEP_FUNCTIONS
+from .steps import STEP_FUNCTIONS, run_lost
 
 log = logging.getLogger("agent_platform.engine")
 
@@ -107,9 +107,10 @@ def open_step(store: WorkflowStore, message: StepMessage, token: str, ttl: float
 
 def _run(ctx: StepContext, token: str) -> tuple[Outcome, BaseException | None]:
     """Run the step function with its lease renewed; a bug becomes a FAILED outcome."""
+    step = run_lost if ctx.lost >= ctx.settings.max_lost_attempts else STEP_FUNCTIONS[ctx.kind]
     keeper().hold(ctx.store, ctx.message, token, ctx.settings.lease_ttl)
     try:
-        return STEP_FUNCTIONS[ctx.kind](ctx), None
+        return step(ctx), None
     except Exception as exc:
         if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
             # Redis away: not the workflow's fault; the sweeper runs the step again

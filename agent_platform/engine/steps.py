@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import LLMError, RetryableLLMError, ToolArgumentsError
+from ..errors import LLMError, RetryableLLMError, ToolArgumentsError, WorkerLost
 from ..llm.reply import AssistantReply, ToolCall
 from ..store.state import NextStep, RuntimeStatus, ToolCallSpec
 from ..store.workflows import now_iso
@@ -182,6 +182,20 @@ def run_finish(ctx: StepContext) -> Outcome:
     )
 
 
+def run_lost(ctx: StepContext) -> Outcome:
+    """A step whose workers died ``max_lost_attempts`` times (a tool that crashes its
+    process, memory exhausted, a hard time limit) is not run again: a tool call ends with
+    an error the model reads; any other step fails the workflow (DESIGN rule 11, case C14)."""
+    runs = f"{ctx.lost} runs in all, each one's worker lost"
+    if ctx.kind == "tool":
+        index = ctx.message.call_index or 0
+        call = ctx.state.next.calls[index]
+        error = f"worker lost during tool {call.name} ({runs}): the tool was not run again"
+        data = {"index": index, "call_id": call.id, "name": call.name, "arguments": call.arguments, "error": error}
+        return ToolAnswered(ctx.record("error", data, attempt=ctx.attempt - 1), incr={"steps_completed": 1})
+    return fail(ctx, WorkerLost(f"worker lost during {ctx.kind} step ({runs})"))
+
+
 STEP_FUNCTIONS: dict[str, Callable[[StepContext], Outcome]] = {
     "start": run_start,
     "llm": run_llm,
@@ -198,4 +212,4 @@ def tool_error_text(exc: BaseException, timeout: float | None) -> str:
     return f"{type(exc).__name__}: {exc}"[:2000]
 
 
-__all__ = ["STEP_FUNCTIONS", "End", "fail", "run_finish", "run_llm", "run_start", "run_tool"]
+__all__ = ["STEP_FUNCTIONS", "End", "fail", "run_finish", "run_llm", "run_lost", "run_start", "run_tool"]

@@ -177,6 +177,42 @@ def test_sweeper_finishes_a_turn_whose_next_step_was_never_dispatched(
     assert chain_problems(steps) == []
 
 
+def test_a_crash_after_the_final_checkpoint_completes_the_turn_with_memory_once(
+    api: Api, model: ScriptedModel, platform: Platform, redis_client: redis.Redis
+) -> None:
+    """Issue 15: the last ``llm`` step's checkpoint writes the ``finish`` record and the
+    COMPLETED status; ``exit_after_checkpoint:finish`` SIGKILLs the pool process right
+    after it, before memory is appended and the session freed. The sweeper finishes the
+    turn: memory holds it once, and the session's next turn runs and sees it."""
+    faulty = _use_workers(
+        platform, AGENT_PLATFORM_FAULT="exit_after_checkpoint:finish", AGENT_PLATFORM_DISPATCH_GRACE="2"
+    )
+    model.add(*_slow_then_answer(0.1, "Finished, then killed."))
+    model.add(text("The first turn is in my memory."))
+    wf = api.start_turn("Run a quick task", session_id="fault-finish")
+    waiting = api.start_turn("What did I ask before?", session_id="fault-finish")
+
+    status = api.wait_status(wf, timeout=30)
+    assert status["runtime_status"] == "COMPLETED", status
+    assert status["output"] == "Finished, then killed."
+    following = api.wait_status(waiting, timeout=30)
+
+    assert following["runtime_status"] == "COMPLETED", following
+    log = faulty.log()
+    assert "fault injection: SIGKILL after checkpoint of finish" in log, log[-3000:]
+    history = platform.history("fault-finish", agent="OpsBuddy")
+    assert [(m["role"], m["workflow_id"]) for m in history] == [
+        ("user", wf), ("assistant", wf), ("user", waiting), ("assistant", waiting),
+    ]  # fmt: skip
+    prompt = [(m["role"], m.get("content")) for m in model.requests[-1]["messages"][1:]]
+    assert prompt == [
+        ("user", "Run a quick task"), ("assistant", "Finished, then killed."), ("user", "What did I ask before?"),
+    ]  # fmt: skip
+    steps = api.steps(wf)
+    assert [s["kind"] for s in steps] == ["start", "llm", "tool", "llm", "finish"]
+    assert chain_problems(steps) == []
+
+
 # -- a private Redis and platform (C06 restarts Redis, C07 shortens the visibility timeout)
 
 

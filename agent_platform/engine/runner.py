@@ -11,13 +11,15 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import redis
 
 from ..store.state import NextStep, RuntimeStatus
-from ..store.workflows import CheckpointResult, OpenedStep, WorkflowStore
+from ..store.workflows import Chain, CheckpointResult, OpenedStep, WorkflowStore
 from . import lifecycle
 from .context import StepContext, fail
 from .dispatch import StepMessage, task_kind
@@ -59,7 +61,12 @@ class StepReport:
 
 
 def run_step(runtime: Runtime, message: StepMessage, worker: str = "") -> StepReport:
-    """Run ``message``'s step if it is still due; report what happened.
+    """Run ``message``'s step if it is still due, and the steps that ride along with it;
+    report what happened.
+
+    After each checkpoint, the next step runs in this task (opened by the same checkpoint
+    script, :func:`local_chain`) when it is bookkeeping (``start`` is followed by the
+    turn's first model call) or a local step; otherwise :func:`follow_up` decides.
 
     Raises:
         Exception: a bug inside a step, after the workflow was marked FAILED (so Celery
@@ -72,22 +79,50 @@ def run_step(runtime: Runtime, message: StepMessage, worker: str = "") -> StepRe
     opened = open_step(store, message, token, runtime.settings.lease_ttl, worker)
     if opened.verdict != "open":
         return StepReport(Verdict(opened.verdict))
-    assert opened.state is not None
-    state = opened.state
-    if task_kind(state.next.kind) != message.kind or (
-        state.next.kind == "start" and not lifecycle.session_turn(runtime, store, state)
-    ):
-        store.release_step(message.workflow_id, message.step_seq, message.call_index, token)
-        return StepReport(Verdict.STALE if task_kind(state.next.kind) != message.kind else Verdict.SESSION_BUSY)
-    ctx = StepContext(
-        agent, store, runtime.history_for(agent), runtime.settings, state, message, worker, opened.attempt, opened.lost
-    )
-    outcome, error = _run(ctx, token)
-    result = _checkpoint(runtime, ctx, token, outcome)
-    verdict = follow_up(runtime, ctx, outcome, result)
-    if error is not None:
-        raise error
-    return StepReport(verdict, (ctx.kind,) if result.accepted else ())
+    ran: list[str] = []
+    carry: dict[str, Any] = {}
+    began = time.monotonic()
+    while True:
+        assert opened.state is not None
+        state = opened.state
+        if task_kind(state.next.kind) != message.kind or (
+            state.next.kind == "start" and not lifecycle.session_turn(runtime, store, state)
+        ):
+            store.release_step(message.workflow_id, message.step_seq, message.call_index, token)
+            busy = Verdict.STALE if task_kind(state.next.kind) != message.kind else Verdict.SESSION_BUSY
+            return StepReport(busy, tuple(ran))
+        ctx = StepContext(
+            agent, store, runtime.history_for(agent), runtime.settings, state, message, worker,
+            opened.attempt, opened.lost, opened.messages, opened.records, carry,
+        )  # fmt: skip
+        outcome, error = _run(ctx, token)
+        following = None if error is not None else local_chain(runtime, ctx, outcome, began)
+        chain = following[0] if following else None
+        result = _checkpoint(runtime, ctx, token, outcome, chain)
+        if result.accepted:
+            ran.extend(r["kind"] for r in (outcome.record, *outcome.plan().extra_records))
+        if following and result.opened is not None and result.opened.verdict == "open":
+            (chain, message), opened = following, result.opened
+            token = chain.token
+            continue
+        verdict = follow_up(runtime, ctx, outcome, result)
+        if error is not None:
+            raise error
+        return StepReport(verdict, tuple(ran))
+
+
+def local_chain(runtime: Runtime, ctx: StepContext, outcome: Outcome, began: float) -> tuple[Chain, StepMessage] | None:
+    """The next step to open in this task's checkpoint (its lease and its message), or
+    None to leave it to the broker.
+
+    ``start`` always goes on with the turn's first model call (bookkeeping pays no broker
+    hop)."""
+    if not (isinstance(outcome, Advance) and ctx.kind == "start"):
+        return None
+    m = ctx.message
+    message = StepMessage(m.agent, m.workflow_id, task_kind(outcome.next.kind), m.step_seq + 1)
+    chain = Chain(new_token(), runtime.settings.lease_ttl, ctx.worker, None, message.kind == "llm")
+    return chain, message
 
 
 def open_step(store: WorkflowStore, message: StepMessage, token: str, ttl: float, worker: str) -> OpenedStep:
@@ -122,7 +157,9 @@ def _run(ctx: StepContext, token: str) -> tuple[Outcome, BaseException | None]:
         keeper().drop(token)
 
 
-def _checkpoint(runtime: Runtime, ctx: StepContext, token: str, outcome: Outcome) -> CheckpointResult:
+def _checkpoint(
+    runtime: Runtime, ctx: StepContext, token: str, outcome: Outcome, chain: Chain | None = None
+) -> CheckpointResult:
     # A wait with a timeout is due exactly when it times out (the sweeper delivers the
     # timeout then); anything else once its dispatch had time to run.
     grace = runtime.settings.dispatch_grace
@@ -134,24 +171,26 @@ def _checkpoint(runtime: Runtime, ctx: StepContext, token: str, outcome: Outcome
         case _:
             due_in = grace
     m = ctx.message
-    result = ctx.store.checkpoint(
-        m.workflow_id, m.step_seq, m.call_index, token, outcome.record, outcome.plan(), due_in
-    )
+    plan = outcome.plan()
+    result = ctx.store.checkpoint(m.workflow_id, m.step_seq, m.call_index, token, outcome.record, plan, due_in, chain)
     if not result.accepted:
         log.info("checkpoint of %s step %s/%s refused: %s", m.workflow_id, ctx.kind, m.step_seq, result.reason)
         return result
-    log.info(
-        "workflow=%s agent=%s step=%s seq=%s step_seq=%s attempt=%s status=%s duration_ms=%s",
-        m.workflow_id,
-        m.agent,
-        ctx.kind,
-        result.seq,
-        m.step_seq,
-        outcome.record["attempt"],
-        outcome.record["status"],
-        outcome.record["duration_ms"],
-    )
-    _fault(runtime, ctx.store, ctx.kind)
+    records = (outcome.record, *plan.extra_records)
+    for n, record in enumerate(records):
+        log.info(
+            "workflow=%s agent=%s step=%s seq=%s step_seq=%s attempt=%s status=%s duration_ms=%s",
+            m.workflow_id,
+            m.agent,
+            record["kind"],
+            result.seq + n,
+            m.step_seq + n,
+            record["attempt"],
+            record["status"],
+            record["duration_ms"],
+        )
+    for record in records:
+        _fault(runtime, ctx.store, record["kind"])
     return result
 
 

@@ -24,7 +24,7 @@ from agent_platform.runtime import load_agents
 from agent_platform.store.queries import list_workflows
 from agent_platform.store.state import RuntimeStatus
 
-from .engine_fakes import FLAKY, FakeModel, FakeRuntime, call, make_agent, say
+from .engine_fakes import FLAKY, PAUSE, FakeModel, FakeRuntime, call, make_agent, say
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -246,6 +246,56 @@ def test_c14_an_llm_step_whose_worker_dies_every_time_fails_the_turn() -> None:
     assert [(r["kind"], r["status"]) for r in store.steps(wf)] == [
         ("start", "ok"), ("llm", "lost"), ("llm", "lost"), ("llm", "lost"), ("llm", "error"),
     ]  # fmt: skip
+
+
+def test_local_steps_run_a_sequential_turn_in_one_task_with_the_same_records() -> None:
+    model = FakeModel(call(("add", '{"a": 1, "b": 2}')), say("3"))
+    rt = FakeRuntime(make_agent(model, local_steps=True))
+    wf = rt.start("Unit", "add")
+
+    reports = list(rt.drain())
+
+    assert [str(r) for r in reports] == ["done: start llm tool llm finish"]
+    assert kinds(rt, wf) == [("start", "ok"), ("llm", "ok"), ("tool", "ok"), ("llm", "ok"), ("finish", "ok")]
+    state = rt.store_for("Unit").state(wf)
+    assert state.runtime_status == RuntimeStatus.COMPLETED and state.steps_completed == 5
+    assert rt.store_for("Unit").client.keys("*lease*") == []  # every lease released
+
+
+def test_local_steps_leave_parallel_calls_timeouts_and_the_budget_to_the_broker() -> None:
+    model = FakeModel(
+        call(("add", '{"a": 1, "b": 2}'), ("add", '{"a": 1, "b": 1}')), call(("timed", '{"x": 1}')), say("ok")
+    )
+    rt = FakeRuntime(make_agent(model, local_steps=True))
+    rt.start("Unit", "go")
+
+    assert str(rt.run_next()) == "done: start llm"  # two calls: a Celery group
+    assert [d.message.call_index for d in rt.queue] == [0, 1]
+    assert [str(rt.run_next()) for _ in range(2)] == ["done: tool", "done: tool"]
+    assert [d.message.kind for d in rt.queue] == ["llm"]  # after a group: through the broker
+    assert str(rt.run_next()) == "done: llm"
+    assert [(d.message.kind, d.message.tool) for d in rt.queue] == [("tool", "timed")]  # has a timeout
+    assert str(rt.run_next()) == "done: tool"
+    assert str(rt.run_next()) == "done: llm finish"
+
+    slow = FakeRuntime(make_agent(FakeModel(call(("add", '{"a": 1, "b": 2}')), say("3")), local_steps=True))
+    slow.settings = slow.settings.with_(local_steps_budget=0.0)
+    slow.start("Unit", "add")
+    assert [str(r) for r in slow.drain()] == ["done: start llm", "done: tool", "done: llm finish"]
+
+
+def test_a_pause_is_seen_between_local_steps() -> None:
+    model = FakeModel(call(("pausing", "{}")), say("resumed"))
+    rt = FakeRuntime(make_agent(model, local_steps=True))
+    PAUSE["runtime"] = rt
+    wf = rt.start("Unit", "pause yourself")
+
+    assert str(rt.run_next()) == "done: start llm tool"
+    assert rt.store_for("Unit").state(wf).runtime_status == RuntimeStatus.SUSPENDED and rt.queue == []
+
+    control.resume(rt, wf)
+    assert [str(r) for r in rt.drain()] == ["done: llm finish"]
+    assert rt.store_for("Unit").state(wf).runtime_status == RuntimeStatus.COMPLETED
 
 
 def test_sweeper_lock_is_per_store_and_its_holder_sweeps_only_that_store() -> None:

@@ -74,10 +74,9 @@ class WorkflowKeys:
         """A short lock: one worker sweeps this store per interval."""
         return f"{self.base}:sweeper-lock"
 
-    @property
-    def fault_fired(self) -> str:
-        """Crash tests: set once a fault injection fired (AGENT_PLATFORM_FAULT)."""
-        return f"{self.base}:fault-fired"
+    def fault_fired(self, fault: str) -> str:
+        """Crash tests: set once the fault injection ``fault`` fired (AGENT_PLATFORM_FAULT)."""
+        return f"{self.base}:fault-fired:{fault}"
 
     def session(self, agent: str, session_id: str) -> str:
         """List of a session's unfinished turns in start order."""
@@ -108,6 +107,11 @@ def registry(prefix: str, registry_key: str) -> str:
 def topic(prefix: str, name: str) -> str:
     """The Redis Stream of a bus topic: ``<prefix>topic:<name>``."""
     return f"{prefix}topic:{name}"
+
+
+def bus_fault_fired(prefix: str) -> str:
+    """Crash tests: set once the bus's fault injection fired (``bus_exit_before_ack``)."""
+    return f"{prefix}bus:fault-fired"
 
 
 def bus_seen(prefix: str, agent: str, message_id: str) -> str:

@@ -462,6 +462,6 @@ class WorkflowStore(WorkflowQueries):
         return head
 
     # -- crash tests --------------------------------------------------------------------
-    def fire_once(self) -> bool:
-        """True the first time it is called for this store (AGENT_PLATFORM_FAULT)."""
-        return bool(self.client.set(self.keys.fault_fired, "1", nx=True))
+    def fire_once(self, fault: str) -> bool:
+        """True the first time it is called for ``fault`` in this store (AGENT_PLATFORM_FAULT)."""
+        return bool(self.client.set(self.keys.fault_fired(fault), "1", nx=True))

@@ -103,13 +103,13 @@ class CheckpointPlan:
     """How a checkpoint moves the workflow (see ``store/lua/checkpoint.lua``).
 
     Attributes:
-        mode: ``advance`` (step_seq + ``stages``), ``tool`` (one call of a group; the last
+        mode: ``advance`` (step_seq + ``advance_by``), ``tool`` (one call of a group; the last
             one advances), ``stay`` (a retry or a wait: step_seq unchanged), ``end``
             (advances; the workflow leaves the sweeper's set in ``finish_workflow``).
         updates: status fields to set (JSON-encoded when not strings).
         incr: integer fields to increment.
         next: the next step (its JSON), stored when the workflow advances.
-        stages: how far step_seq moves when it advances.
+        advance_by: how far step_seq moves when it advances (one per record of the chain).
         extra_records: records appended after the step's own (a ``finish`` after ``llm``).
         messages: chat messages appended to the turn's messages (an ``llm`` step folds the
             tool results before it and its own reply).
@@ -120,7 +120,7 @@ class CheckpointPlan:
     updates: dict[str, Any] = field(default_factory=dict)
     incr: dict[str, int] = field(default_factory=dict)
     next: dict[str, Any] | None = None
-    stages: int = 1
+    advance_by: int = 1
     extra_records: tuple[dict[str, Any], ...] = ()
     messages: tuple[dict[str, Any], ...] | None = None
     suspend: dict[str, Any] | None = None
@@ -133,8 +133,8 @@ class CheckpointPlan:
             plan["incr"] = self.incr
         if self.next is not None:
             plan["next"] = json.dumps(self.next)
-        if self.stages != 1:
-            plan["stages"] = self.stages
+        if self.advance_by != 1:
+            plan["advance_by"] = self.advance_by
         if self.extra_records:
             plan["extra_records"] = [json.dumps(r) for r in self.extra_records]
         if self.messages is not None:
@@ -349,7 +349,7 @@ class WorkflowStore(WorkflowQueries):
         """
         keys = self._step_keys(workflow_id)
         keys.append(self.keys.lease(workflow_id, step_seq, call_index))
-        next_seq = step_seq + plan.stages
+        next_seq = step_seq + plan.advance_by
         keys.append(self.keys.lease(workflow_id, next_seq, chain.call_index if chain else None))
         args = [
             step_seq,

@@ -76,8 +76,9 @@ class Settings:
         web_url: the web app's public base URL, for links the CLI prints (default
             ``http://localhost:$PORT``, 8000 without ``PORT``).
         flower_url: Flower's base URL; the inspector links each step's Celery task there.
-        fault: fault-injection point for crash tests (``exit_after_checkpoint:<kind>``,
-            ``bus_exit_before_ack``).
+        fault: fault-injection point for crash tests: ``exit_after_checkpoint:<kind>``
+            SIGKILLs the process once right after the checkpoint of a ``<kind>`` record
+            (``start``, ``llm``, ``tool``, ``finish``), ``bus_exit_before_ack``.
         registry_heartbeat: seconds between two registry heartbeats of a worker.
         registry_stale_after: seconds after which ``GET /agents`` marks an agent stale
             (0: three heartbeat intervals).

@@ -11,6 +11,8 @@ on a cluster::
     <base>:{<id>}:done          hash: tool calls already checkpointed (<step_seq>:<index>)
     <base>:{<id>}:runs          hash: the run in progress of each step (lost-run detection)
     <base>:{<id>}:messages      list: the turn's chat messages after the user's message
+    <base>:{<id>}:tokens        stream: the model's deltas for live clients (TTL)
+    <base>:{<id>}:tokens:run    string: the model call that may publish tokens
     <base>:{<id>}:lease:<step_seq>:<index>   string with a TTL: a step's lease
     <base>:{<id>}:callback, :bus-response    markers: a finish hook ran once
 
@@ -27,7 +29,7 @@ import hashlib
 from .ids import validate_id
 
 #: Parts of a workflow deleted by a purge (leases are found by pattern: they have TTLs).
-WORKFLOW_PARTS = ("meta", "steps", "done", "runs", "messages", "callback", "bus-response")
+WORKFLOW_PARTS = ("meta", "steps", "done", "runs", "messages", "tokens", "tokens:run", "callback", "bus-response")
 
 
 def queue_name(agent: str) -> str:

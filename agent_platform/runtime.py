@@ -14,11 +14,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
 from .agent import AssistantAgent
 from .components import ComponentSet, default_redis_url, get_component, load_components, redis_target
+from .connections import redis_client
 from .engine.dispatch import Dispatcher, StepMessage, task_kind
 from .engine.seam import FinishHook
 from .errors import AgentNotFound, ConfigurationError, WorkflowNotFound
@@ -71,20 +70,6 @@ def _importable_cwd() -> None:
         sys.path.insert(0, cwd)
 
 
-def redis_client(url: str) -> redis.Redis:
-    """A redis-py client that survives a Redis restart: retries connection errors with
-    exponential backoff (redis-py's ``Retry``), TCP keepalive, periodic health checks."""
-    return redis.Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_keepalive=True,
-        socket_connect_timeout=5,
-        health_check_interval=15,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=12),
-        retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
-    )
-
-
 class Runtime:
     """Everything a process needs to run or serve workflows.
 
@@ -93,6 +78,9 @@ class Runtime:
         agents: the agents (default: those named by ``settings.agent_app``).
         dispatcher: how steps are enqueued (the Celery layer's), or None in read-only use.
         worker: this process's name in step records (the Celery hostname).
+        redis_timeout: None for patient Redis clients (workers, bus); else the seconds a
+            Redis command may wait before it fails (the web app: a quick 503), see
+            :func:`agent_platform.connections.redis_client`.
     """
 
     def __init__(
@@ -101,11 +89,13 @@ class Runtime:
         agents: list[AssistantAgent] | None = None,
         dispatcher: Dispatcher | None = None,
         worker: str = "",
+        redis_timeout: float | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
         self.agents = {a.name: a for a in (agents if agents is not None else load_agents(self.settings.agent_app))}
         self.dispatcher = dispatcher
         self.worker = worker
+        self.redis_timeout = redis_timeout
         self.components: ComponentSet = load_components(self.settings.components_path)
         self._apply_model_component()
         self._clients: dict[str, redis.Redis] = {}
@@ -158,7 +148,7 @@ class Runtime:
         with self._lock:
             client = self._clients.get(url)
             if client is None:
-                client = self._clients[url] = redis_client(url)
+                client = self._clients[url] = redis_client(url, self.redis_timeout)
         return client, prefix
 
     def broker_url(self) -> str:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from celery import Celery
 from kombu import Queue
+from redis.connection import parse_url as redis_parse_url
 
 from agent_platform.bus.responses import install as install_bus
 from agent_platform.runtime import Runtime
@@ -28,16 +30,26 @@ def celery_config(runtime: Runtime) -> dict[str, Any]:
     """
     settings = runtime.settings
     queues = [Queue(agent.queue) for agent in runtime.agents.values()]
+    broker_url, from_url = broker_options(runtime.broker_url())
+    transport: dict[str, Any] = {
+        "visibility_timeout": settings.visibility_timeout,
+        **restore_cadence(settings.visibility_timeout),
+        "socket_keepalive": True,
+        "health_check_interval": 10,
+    }
+    fail_fast: dict[str, Any] = {}
+    if runtime.redis_timeout is not None:  # the web app: a publish fails fast (503), see web/errors.py
+        transport.update(socket_timeout=runtime.redis_timeout, socket_connect_timeout=runtime.redis_timeout)
+        fail_fast = {
+            "broker_connection_timeout": runtime.redis_timeout,
+            "task_publish_retry_policy": {"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
+        }
     return {
-        "broker_url": runtime.broker_url(),
+        "broker_url": broker_url,
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
-        "broker_transport_options": {
-            "visibility_timeout": settings.visibility_timeout,
-            **restore_cadence(settings.visibility_timeout),
-            "socket_keepalive": True,
-            "health_check_interval": 10,
-        },
+        "broker_transport_options": {**transport, **from_url},
+        **fail_fast,
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
@@ -54,6 +66,54 @@ def celery_config(runtime: Runtime) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "enable_utc": True,
     }
+
+
+#: Options of a redis:// URL that kombu's Redis transport takes as transport options.
+KOMBU_TRANSPORT_OPTIONS = frozenset(
+    {
+        "socket_timeout",
+        "socket_connect_timeout",
+        "socket_keepalive",
+        "health_check_interval",
+        "max_connections",
+        "retry_on_timeout",
+        "client_name",
+    }
+)
+
+
+def broker_options(url: str) -> tuple[str, dict[str, Any]]:
+    """The Celery broker URL and transport options for ``url``.
+
+    redis-py reads many options from a Redis URL's query (``?socket_timeout=2``,
+    ``?protocol=3``, ...); kombu passes a broker URL's query to its ``Connection`` as
+    keyword arguments and rejects those it does not know (``TypeError: ... unexpected
+    keyword argument 'socket_timeout'``). So for ``redis://`` and ``rediss://`` URLs the
+    query is split: the ``ssl_*`` options and ``credential_provider`` stay in the URL
+    (kombu reads them there), the options kombu's Redis transport knows
+    (:data:`KOMBU_TRANSPORT_OPTIONS`) become ``broker_transport_options`` with the types
+    redis-py gives them, and the rest (``protocol``, ``decode_responses``...) are for
+    redis-py only: the broker does without them (logged once). Other URLs (RabbitMQ...)
+    are returned as they are.
+
+    Returns:
+        ``(broker URL, transport options from the URL)``.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss") or not parts.query:
+        return url, {}
+    typed = redis_parse_url(url)
+    kept, options, dropped = [], {}, []
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name.startswith("ssl_") or name == "credential_provider":
+            kept.append((name, value))
+        elif name in KOMBU_TRANSPORT_OPTIONS:
+            options[name] = typed.get(name, value)
+        else:
+            dropped.append(name)
+    if dropped:
+        log.info("broker: the Redis URL option(s) %s are for redis-py only; Celery's broker does without", dropped)
+    return urlunsplit(parts._replace(query=urlencode(kept))), options
 
 
 def restore_cadence(visibility_timeout: float) -> dict[str, Any]:

@@ -401,7 +401,9 @@ def test_purge_deletes_every_key_of_a_workflow_including_the_bus_response_marker
 def test_lua_scripts_name_only_known_statuses_and_ship_as_package_data() -> None:
     lua_files = sorted((REPO / "agent_platform").rglob("*.lua"))
     assert len(lua_files) >= 9
-    literals = {m for path in lua_files for m in re.findall(r"(?<!redis\.call\()'([A-Z]{4,})'", path.read_text())}
+    redis_words = {"MAXLEN", "COUNT"}  # arguments of XADD / XREVRANGE, not statuses
+    found = {m for path in lua_files for m in re.findall(r"(?<!redis\.call\()'([A-Z]{4,})'", path.read_text())}
+    literals = found - redis_words
     assert literals and literals <= {s.value for s in RuntimeStatus}, literals
     cfg = configparser.ConfigParser()
     cfg.read(REPO / "setup.cfg")

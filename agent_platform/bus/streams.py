@@ -21,6 +21,7 @@ from typing import Any
 import redis
 
 from .. import keys
+from ..connections import block_ms_within, stream_entries
 from .messages import CloudEvent
 
 FIELD = "event"
@@ -101,15 +102,18 @@ class StreamBus:
         """New entries of ``topics`` for ``consumer`` of ``group`` (``XREADGROUP ... BLOCK``).
 
         Every topic must have the group (see :meth:`ensure_group`). Waits up to
-        ``block_ms`` when there is nothing; returns [] then.
+        ``block_ms`` when there is nothing (less when the client's socket timeout is
+        shorter: ``connections.block_ms_within``); returns [] then. RESP2 and RESP3
+        replies read the same.
         """
+        block = block_ms_within(self.client, block_ms)
         reply: Any = self.client.xreadgroup(
-            group, consumer, {self.key(t): ">" for t in topics}, count=count, block=block_ms
+            group, consumer, {self.key(t): ">" for t in topics}, count=count, block=block
         )
         by_key = {self.key(t): t for t in topics}
         return [
             Delivery(by_key[key], entry_id, (fields or {}).get(FIELD))
-            for key, entries in reply or []
+            for key, entries in stream_entries(reply)
             for entry_id, fields in entries
         ]
 

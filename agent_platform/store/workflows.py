@@ -20,7 +20,8 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
-from ..errors import IdempotencyConflict, InvalidTransition, WorkflowNotFound
+from ..connections import block_ms_within, stream_entries
+from ..errors import IdempotencyConflict, InvalidTransition, TooManyEvents, WorkflowNotFound
 from ..ids import validate_id
 from ..keys import WorkflowKeys
 from .queries import WorkflowQueries
@@ -300,9 +301,11 @@ class WorkflowStore(WorkflowQueries):
         return [_record(fields) for _, fields in entries]
 
     def wait_steps(self, workflow_id: str, after: int, block_ms: int) -> list[dict[str, Any]]:
-        """Like :meth:`steps`, but blocks up to ``block_ms`` for new records (XREAD BLOCK)."""
-        reply = self.client.xread({self.key(workflow_id, "steps"): f"0-{after + 1}"}, block=block_ms)
-        return [_record(fields) for _, entries in reply or [] for _, fields in entries]
+        """Like :meth:`steps`, but blocks up to ``block_ms`` for new records (XREAD BLOCK;
+        less when the client's socket timeout is shorter, see ``connections.block_ms_within``)."""
+        block = block_ms_within(self.client, block_ms)
+        reply = self.client.xread({self.key(workflow_id, "steps"): f"0-{after + 1}"}, block=block)
+        return [_record(fields) for _, entries in stream_entries(reply) for _, fields in entries]
 
     def is_done(self, workflow_id: str, step_seq: int, call_index: int) -> bool:
         """True when tool call ``call_index`` of ``step_seq`` is checkpointed."""
@@ -426,9 +429,20 @@ class WorkflowStore(WorkflowQueries):
             raise InvalidTransition(f"cannot {action} a workflow that is {status}", status)
         return RuntimeStatus(status)
 
-    def raise_event(self, workflow_id: str, name: str, payload: Any, record: dict[str, Any]) -> bool:
-        """Store event ``name`` with its JSON ``payload`` and log ``record``; wake the
-        workflow if it waits for it (``store/lua/raise_event.lua``).
+    def raise_event(
+        self, workflow_id: str, name: str, payload: Any, record: dict[str, Any], max_unawaited: int = 0
+    ) -> bool:
+        """Store event ``name`` with its JSON ``payload`` (kept even if nobody waits yet, as
+        Dapr buffers events) and log ``record``; wake the workflow if it waits for it
+        (``store/lua/raise_event.lua``).
+
+        Args:
+            max_unawaited: how many events the workflow may hold that it was not waiting
+                for when they came (0: no limit); an awaited event is always accepted.
+
+        Args:
+            max_unawaited: how many events the workflow may hold that it was not waiting
+                for when they came (0: no limit); an awaited event is always accepted.
 
         Returns:
             True when the workflow was waiting for this event and is RUNNING again.
@@ -436,15 +450,27 @@ class WorkflowStore(WorkflowQueries):
         Raises:
             WorkflowNotFound: no such workflow.
             InvalidTransition: it has ended (409).
+            TooManyEvents: ``max_unawaited`` events nobody waited for are held already (409).
         """
         validate_id(name, "event name")
         keys = [self.key(workflow_id, "meta"), self.key(workflow_id, "steps")]
-        result, detail = self._run("raise_event", keys, [name, json.dumps(payload), json.dumps(record), now_iso()])
+        args = [name, json.dumps(payload), json.dumps(record), now_iso(), max_unawaited]
+        result, detail = self._run("raise_event", keys, args)
         if result == "missing":
             raise WorkflowNotFound(f"no workflow {workflow_id!r}")
         if result == "refused":
             raise InvalidTransition(f"cannot raise an event on a workflow that is {detail}", detail)
+        if result == "limit":
+            raise TooManyEvents(
+                f"workflow {workflow_id} already holds {detail} events it did not wait for "
+                f"(AGENT_PLATFORM_MAX_EVENTS_PER_WORKFLOW={max_unawaited})"
+            )
         return bool(detail == "1")
+
+    def event(self, workflow_id: str, name: str) -> Any:
+        """The payload of a raised event, or None when it was not raised."""
+        raw = self.client.hget(self.key(workflow_id, "meta"), f"event:{name}")
+        return None if raw is None else json.loads(raw)
 
     # -- sessions -----------------------------------------------------------------------
     def session_head(self, agent: str, session_id: str) -> str | None:

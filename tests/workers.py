@@ -112,7 +112,10 @@ class Stack:
         if self._control_app is None:
             from celery import Celery
 
-            broker = self.env.get("AGENT_PLATFORM_BROKER_URL") or self.env.get("REDIS_URL")
+            broker = self.env.get("AGENT_PLATFORM_BROKER_URL") or self.env.get("REDIS_URL") or ""
+            # the same broker and database, without the workers' client options (a short
+            # socket_timeout or RESP3 would only get in the way of the test's own client)
+            broker = broker.partition("?")[0]
             self._control_app = Celery("tests-control", broker=broker, set_as_current=False)
         return self._control_app
 

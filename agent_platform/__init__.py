@@ -32,6 +32,7 @@ from .errors import (
     ToolError,
     TooManyEvents,
     ValidationError,
+    WorkerLost,
     WorkflowNotFound,
 )
 from .llm import OpenAIChatClient
@@ -90,5 +91,6 @@ __all__ = [
     "ToolArgumentsError",
     "ToolError",
     "ValidationError",
+    "WorkerLost",
     "WorkflowNotFound",
 ]

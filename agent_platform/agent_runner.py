@@ -23,6 +23,7 @@ from .devmode import app_port
 from .errors import ValidationError
 from .follow import follow_steps
 from .runtime import Runtime
+from .store.state import RuntimeStatus
 
 __all__ = ["AgentRunner"]
 
@@ -113,8 +114,8 @@ class AgentRunner:
                 pass
         except TimeoutError:
             return None
-        meta = store.meta(wf_id)
-        return meta.get("output") if meta.get("runtime_status") == "COMPLETED" else None
+        state = store.state(wf_id)
+        return state.output if state.runtime_status == RuntimeStatus.COMPLETED else None
 
     def run_sync(self, agent: AssistantAgent, payload: str | dict[str, Any] | None = None, **kwargs: Any) -> str | None:
         """:meth:`run` with ``wait=True`` from synchronous code (no event loop running)."""

@@ -104,7 +104,7 @@ def run(
             click.echo(f"run page: {run_page_url(rt.settings, wf)}", err=True)
         store = rt.store_for(name)
         _print_live(store, wf, -1, tokens, timeout)
-        status = public_status(store.meta(wf))
+        status = public_status(store.state(wf))
     except (AgentPlatformError, TimeoutError) as exc:
         raise click.ClickException(str(exc)) from exc
     _print_final(status, as_json)
@@ -145,7 +145,7 @@ def status(workflow_id: str, app: str | None) -> None:
     _use_app(app)
     try:
         rt = _runtime()
-        click.echo(json.dumps(public_status(rt.find_store(workflow_id).meta(workflow_id)), indent=2))
+        click.echo(json.dumps(public_status(rt.find_store(workflow_id).state(workflow_id)), indent=2))
     except AgentPlatformError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -161,7 +161,7 @@ def tail(workflow_id: str, app: str | None, after: int, tokens: bool) -> None:
     try:
         store = _runtime().find_store(workflow_id)
         _print_live(store, workflow_id, after, tokens)
-        _print_final(public_status(store.meta(workflow_id)), False)
+        _print_final(public_status(store.state(workflow_id)), False)
     except AgentPlatformError as exc:
         raise click.ClickException(str(exc)) from exc
 

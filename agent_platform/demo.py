@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         except TimeoutError:
             print("the turn did not end within 300 s", file=sys.stderr)
             return 1
-        status = public_status(store.meta(wf))
+        status = public_status(store.state(wf))
     print(f"\nstatus: {status['runtime_status']}")
     if status.get("failure_details"):
         print(f"failure: {status['failure_details']}")

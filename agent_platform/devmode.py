@@ -23,11 +23,10 @@ import threading
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import redis
 
-from .agent import AssistantAgent
 from .components import load_components
 from .embedded_redis import EmbeddedRedis
 from .errors import ConfigurationError
@@ -35,6 +34,9 @@ from .local_model import LocalModelServer
 from .processes import ManagedProcess
 from .runtime import Runtime
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .agent import AssistantAgent  # agent.start() imports this module
 
 log = logging.getLogger("agent_platform.dev")
 

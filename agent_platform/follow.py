@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any, Literal, overload
 
 from .store.workflows import WorkflowStore
-from .timeline import Position, follow_timeline
+from .timeline import Position, describe_step, follow_timeline
+
+__all__ = ["describe_step", "follow_steps"]
 
 
 @overload
@@ -63,31 +64,3 @@ def follow_steps(
                 yield None
         elif event.kind == "step":
             yield event.data
-
-
-def describe_step(record: dict[str, Any]) -> str:
-    """One human line for a step record, e.g. ``[1] llm ok  search_flights({"destination": "Paris"})``."""
-    data = record.get("data") or {}
-    kind, status = record["kind"], record["status"]
-    if kind == "llm":
-        calls = data.get("tool_calls") or []
-        summary = ", ".join(f"{c['function']['name']}({c['function']['arguments']})" for c in calls)
-        summary = summary or repr(_short(data.get("content") or ""))
-    elif kind == "tool":
-        outcome = f"error: {data['error']}" if "error" in data else json.dumps(data.get("result"))
-        summary = f"{data.get('name')}({data.get('arguments')}) -> {_short(outcome, 300)}"
-    elif kind == "finish":
-        summary = repr(_short(data.get("output") or ""))
-    elif kind == "start":
-        summary = f"session={data.get('session_id')} history={data.get('history_len')}"
-    else:
-        summary = _short(json.dumps(data))
-    if "error" in data and kind != "tool":
-        summary = f"error: {data['error']}"
-    head = f"[{record['seq']}] {kind:<6} {status:<5}"
-    return f"{head} attempt={record.get('attempt', 1)} {record.get('duration_ms', 0):.0f}ms {summary}"
-
-
-def _short(text: str, limit: int = 200) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."

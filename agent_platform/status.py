@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .store.state import WorkflowState
+
 PUBLIC_FIELDS = (
     "instance_id",
     "agent",
@@ -24,22 +26,15 @@ PUBLIC_FIELDS = (
 )
 
 
-def public_status(meta: dict[str, Any]) -> dict[str, Any]:
+def public_status(state: WorkflowState) -> dict[str, Any]:
     """The status JSON of ``GET /workflows/<id>`` (DESIGN section 3, "Records").
-
-    Args:
-        meta: the decoded status hash from :meth:`WorkflowStore.meta`.
 
     Returns:
         A dict with every field of ``PUBLIC_FIELDS`` (None when unset) and ``usage``
         ``{"prompt_tokens": int, "completion_tokens": int}``.
     """
-    status = {name: meta.get(name) for name in PUBLIC_FIELDS}
-    status["steps_completed"] = meta.get("steps_completed", 0)
-    status["iteration"] = meta.get("iteration", 0)
-    status["metadata"] = meta.get("metadata") or {}
-    status["usage"] = {
-        "prompt_tokens": meta.get("prompt_tokens", 0),
-        "completion_tokens": meta.get("completion_tokens", 0),
-    }
+    status = {name: getattr(state, name) for name in PUBLIC_FIELDS}
+    status["runtime_status"] = state.runtime_status.value
+    status["metadata"] = dict(state.metadata)
+    status["usage"] = {"prompt_tokens": state.prompt_tokens, "completion_tokens": state.completion_tokens}
     return status

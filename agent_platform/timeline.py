@@ -13,6 +13,7 @@ sent is dropped (a late writer: the record holds the complete reply).
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import time
@@ -24,7 +25,7 @@ from typing import Any, TextIO
 from .errors import ValidationError
 from .status import public_status
 from .store.tokens import TokenChannel, TokenEntry
-from .store.workflows import TERMINAL, WorkflowStore
+from .store.workflows import WorkflowStore
 
 #: Token entries read per round trip; a full batch means there may be more.
 READ_COUNT = 1000
@@ -126,9 +127,9 @@ def follow_timeline(
             continue
         # The final status is checkpointed with the last record: once it is final and no
         # record is left, the timeline is complete.
-        meta = store.meta(workflow_id)
-        if meta["runtime_status"] in TERMINAL and not store.steps(workflow_id, after=last_step, count=1):
-            yield TimelineEvent("status", public_status(meta), None)
+        state = store.state(workflow_id)
+        if state.finished and not store.steps(workflow_id, after=last_step, count=1):
+            yield TimelineEvent("status", public_status(state), None)
             return
         if not channel.wait(workflow_id, last_step, last_token if tokens else None, block_ms):
             yield None
@@ -154,8 +155,6 @@ def print_live(
     """Print a workflow's steps (stdout) and its model's text as it is written (``live``,
     default stdout) until the workflow ends: what ``agent-platform run``/``tail`` and the
     demo show. Raises what :func:`follow_timeline` raises."""
-    from .follow import describe_step  # follow builds on this module
-
     show = LivePrinter(describe_step, sys.stdout, live)
     for event in follow_timeline(store, workflow_id, Position(after), tokens=tokens, timeout=timeout):
         if event is not None:
@@ -215,3 +214,31 @@ class LivePrinter:
 def _write(stream: TextIO, text: str) -> None:
     stream.write(text)
     stream.flush()
+
+
+def describe_step(record: dict[str, Any]) -> str:
+    """One human line for a step record, e.g. ``[1] llm ok  search_flights({"destination": "Paris"})``."""
+    data = record.get("data") or {}
+    kind, status = record["kind"], record["status"]
+    if kind == "llm":
+        calls = data.get("tool_calls") or []
+        summary = ", ".join(f"{c['function']['name']}({c['function']['arguments']})" for c in calls)
+        summary = summary or repr(_short(data.get("content") or ""))
+    elif kind == "tool":
+        outcome = f"error: {data['error']}" if "error" in data else json.dumps(data.get("result"))
+        summary = f"{data.get('name')}({data.get('arguments')}) -> {_short(outcome, 300)}"
+    elif kind == "finish":
+        summary = repr(_short(data.get("output") or ""))
+    elif kind == "start":
+        summary = f"session={data.get('session_id')} history={data.get('history_len')}"
+    else:
+        summary = _short(json.dumps(data))
+    if "error" in data and kind != "tool":
+        summary = f"error: {data['error']}"
+    head = f"[{record['seq']}] {kind:<6} {status:<5}"
+    return f"{head} attempt={record.get('attempt', 1)} {record.get('duration_ms', 0):.0f}ms {summary}"
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

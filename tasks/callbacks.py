@@ -9,7 +9,9 @@ import httpx
 
 from agent_platform.egress import resolve
 from agent_platform.errors import CallbackNotAllowed
+from agent_platform.keys import queue_name
 from agent_platform.status import public_status
+from agent_platform.store.state import WorkflowState
 
 log = logging.getLogger("agent_platform.callbacks")
 
@@ -69,13 +71,13 @@ def register_callbacks(app: Any, runtime: Any) -> None:
     def deliver_callback(self: Any, agent: str, workflow_id: str) -> int:
         """POST the final status JSON to the workflow's ``callback_url``; returns the HTTP
         status (0: nothing sent: no URL, or its address is not allowed)."""
-        meta = runtime.store_for(agent).meta(workflow_id)
-        url = meta.get("callback_url")
+        state = runtime.store_for(agent).state(workflow_id)
+        url = state.callback_url
         if not url:
             return 0
         headers = {"Idempotency-Key": f"{workflow_id}:callback", "User-Agent": "agent-platform"}
         try:
-            response = post_checked(url, public_status(meta), headers, runtime.settings.callback_allow)
+            response = post_checked(url, public_status(state), headers, runtime.settings.callback_allow)
         except CallbackNotAllowed as exc:  # a refusal is final: never retried
             log.warning("callback for %s not sent: %s", workflow_id, exc)
             return 0
@@ -87,15 +89,15 @@ def register_callbacks(app: Any, runtime: Any) -> None:
             log.warning("callback for %s answered %s; not retried", workflow_id, response.status_code)
         return response.status_code
 
-    def send_callback(rt: Any, meta: dict[str, Any]) -> None:
-        if not meta.get("callback_url"):
+    def send_callback(rt: Any, state: WorkflowState) -> None:
+        if not state.callback_url:
             return
-        store = rt.store_for(meta["agent"])
-        if store.client.set(store.key(meta["instance_id"], "callback"), "1", nx=True, ex=7 * 24 * 3600):
+        store = rt.store_for(state.agent)
+        if store.client.set(store.key(state.instance_id, "callback"), "1", nx=True, ex=7 * 24 * 3600):
             app.send_task(
                 CALLBACK_TASK,
-                kwargs={"agent": meta["agent"], "workflow_id": meta["instance_id"]},
-                queue=f"agent.{meta['agent']}",
+                kwargs={"agent": state.agent, "workflow_id": state.instance_id},
+                queue=queue_name(state.agent),
             )
 
     runtime.finish_hooks.append(send_callback)

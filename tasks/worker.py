@@ -9,7 +9,8 @@ from typing import Any
 
 from celery import signals
 
-from agent_platform.engine.sweeper import sweep_once
+from agent_platform.engine.draining import set_draining
+from agent_platform.engine.sweeper import sweep_due, sweep_once
 from agent_platform.registry import RegistryHeartbeat
 from agent_platform.supervision import fault_point, supervise
 
@@ -17,9 +18,10 @@ log = logging.getLogger("agent_platform.worker")
 
 
 class SweeperThread(threading.Thread):
-    """Runs :func:`sweep_once` every ``settings.sweep_interval`` seconds in the worker's
-    main process; a short Redis lock lets one worker sweep per interval. An unexpected
-    error restarts the loop with a log line (``agent_platform.supervision``)."""
+    """Runs :func:`sweep_due` every ``settings.sweep_interval`` seconds in the worker's
+    main process; a short Redis lock per store lets one worker sweep each store per
+    interval. An unexpected error restarts the loop with a log line
+    (``agent_platform.supervision``)."""
 
     def __init__(self, runtime: Any) -> None:
         super().__init__(name="agent-platform-sweeper", daemon=True)
@@ -38,11 +40,7 @@ class SweeperThread(threading.Thread):
         while not self.stopped.wait(interval):
             fault_point("sweeper", self.runtime.settings.fault)
             try:
-                for store in self.runtime.stores():
-                    lock = f"{store.base}:sweeper-lock"
-                    if store.client.set(lock, "1", nx=True, px=max(100, int(interval * 900))):
-                        sweep_once(self.runtime)
-                        break
+                sweep_due(self.runtime)
             except Exception as exc:  # Redis away: try again next interval
                 log.warning("sweep failed: %s", exc)
 
@@ -69,7 +67,11 @@ def install_worker_hooks(app: Any, runtime: Any) -> None:
             if thread is not None:
                 thread.stopped.set()
 
+    def on_shutting_down(**_: Any) -> None:
+        set_draining()  # a task running local steps stops after the step in flight
+
     signals.worker_ready.connect(on_ready, weak=False)
+    signals.worker_shutting_down.connect(on_shutting_down, weak=False)
     signals.worker_shutdown.connect(on_shutdown, weak=False)
 
 

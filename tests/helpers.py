@@ -25,6 +25,7 @@ import redis
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from agent_platform.settings import ENV_FIELDS
+from agent_platform.store.state import TERMINAL as TERMINAL_STATUSES
 
 try:
     from celery.exceptions import DuplicateTaskNameWarning
@@ -34,7 +35,10 @@ except ImportError:  # Celery before 5.7 registers a duplicate task name silentl
 from .workers import REPO, Stack, apply_env
 
 COMPONENTS = REPO / "components"
-TERMINAL = ("COMPLETED", "FAILED", "TERMINATED")
+TERMINAL = tuple(sorted(TERMINAL_STATUSES))
+#: ``AGENT_PLATFORM_TEST_LOCAL_STEPS=1`` runs every test deployment with local steps on
+#: (``.ci/run`` runs the engine and failure tests once more that way).
+LOCAL_STEPS = os.environ.get("AGENT_PLATFORM_TEST_LOCAL_STEPS") == "1"
 #: Environment variables a test deployment sets or clears (never inherited from the shell).
 PLATFORM_VARS = (*ENV_FIELDS, "OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL")
 
@@ -70,6 +74,8 @@ def platform_env(
         AGENT_APP=agent_app,
         AGENT_PLATFORM_COMPONENTS_PATH=str(components),
     )
+    if LOCAL_STEPS:
+        env["AGENT_PLATFORM_LOCAL_STEPS"] = "1"
     env.update(extra)
     return env
 
@@ -181,6 +187,8 @@ class Platform:
         self.api: Api | None = api
         self.redis_url = env["REDIS_URL"]
         self._runtime: Any = None
+        #: The overrides the running workers were started with ({}: the platform's own).
+        self.worker_env: dict[str, str | None] = {}
 
     @property
     def runtime(self) -> Any:
@@ -231,6 +239,18 @@ class Platform:
         self.stack.start(workers)
         self.start_web()
 
+    def use_workers(self, **env: str | None) -> Any:
+        """Make sure one worker runs with ``env`` (overrides of the platform's variables):
+        keep the running one if it has them, else stop the running ones and start a fresh one."""
+        alive = [w for w in self.stack.workers if w.alive()]
+        if alive and self.worker_env == env:
+            return alive[0]
+        for worker in alive:
+            self.stack.stop_worker(worker)
+        worker = self.stack.start_worker(**env)
+        self.worker_env = env
+        return worker
+
     def close_clients(self) -> None:
         close_runtime(self._runtime)
         self._runtime = None
@@ -280,6 +300,11 @@ def running_platform(
             stack.stop()
 
 
+def use_workers(platform: Platform, **env: str | None) -> Any:
+    """:meth:`Platform.use_workers` (one worker with ``env``)."""
+    return platform.use_workers(**env)
+
+
 # -- step-log checks --------------------------------------------------------------------
 
 
@@ -287,7 +312,7 @@ def chain_problems(steps: list[dict[str, Any]]) -> list[str]:
     """What is wrong with a step log as a chain of checkpoints (empty: nothing).
 
     A sound log reads ``start, (llm, tool...)*, llm, finish`` once retries (``retry``
-    records) and raised events are set aside: each ``llm`` that calls tools is followed by
+    records), lost runs (``lost`` records) and raised events are set aside: each ``llm`` that calls tools is followed by
     exactly one result per call id (in any order), a call id is never answered twice,
     and no step kind is checkpointed twice at one position of the chain. A log of a
     turn that ended early (terminated, failed) may stop anywhere.
@@ -298,7 +323,7 @@ def chain_problems(steps: list[dict[str, Any]]) -> list[str]:
     answered: set[str] = set()
     for record in steps:
         kind, status = record["kind"], record["status"]
-        if kind in ("event", "message") or status == "retry":
+        if kind in ("event", "message") or status in ("retry", "lost"):
             continue
         where = f"seq {record['seq']} ({kind}/{status})"
         if kind not in expect:

@@ -6,9 +6,11 @@ legacy service fields (``POST /start-workflow`` ``message``, ``GET /status``) an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from agent_platform.dapr_shapes import runner_status, sidecar_status
+from agent_platform.store.state import RuntimeStatus, WorkflowState
 from agent_platform.testing import ScriptedModel, delay, error, text
 
 from .helpers import Api
@@ -95,16 +97,19 @@ def test_agent_runner_terminate_route(api: Api, model: ScriptedModel) -> None:
 
 def test_the_shapes_follow_the_sidecar_rules() -> None:
     """Pure shapes: custom status only when set; output never beside a failure."""
-    meta = {
-        "instance_id": "w1",
-        "agent": "A",
-        "runtime_status": "FAILED",
-        "input": "hi",
-        "output": "partial",  # a failed workflow never reports an output
-        "failure_details": {"type": "ToolError", "message": "boom", "step": 3},
-        "created_at": "2026-01-01T00:00:00.000Z",
-        "last_updated_at": "2026-01-01T00:00:01.000Z",
-    }
+    meta = WorkflowState.decode(
+        {
+            "instance_id": "w1",
+            "agent": "A",
+            "session_id": "s",
+            "runtime_status": "FAILED",
+            "input": "hi",
+            "output": "partial",  # a failed workflow never reports an output
+            "failure_details": json.dumps({"type": "ToolError", "message": "boom", "step": 3}),
+            "created_at": "2026-01-01T00:00:00.000Z",
+            "last_updated_at": "2026-01-01T00:00:01.000Z",
+        }
+    )
     props = sidecar_status(meta)["properties"]
     assert props == {
         "dapr.workflow.input": '{"task": "hi"}',
@@ -112,7 +117,9 @@ def test_the_shapes_follow_the_sidecar_rules() -> None:
         "dapr.workflow.failure.error_message": "boom",
     }
     assert runner_status(meta)["serialized_output"] is None
-    running = {**meta, "runtime_status": "RUNNING", "output": None, "failure_details": None, "custom_status": "x"}
+    running = dataclasses.replace(
+        meta, runtime_status=RuntimeStatus.RUNNING, output=None, failure_details=None, custom_status="x"
+    )
     assert sidecar_status(running)["properties"] == {
         "dapr.workflow.input": '{"task": "hi"}',
         "dapr.workflow.custom_status": '"x"',

@@ -15,7 +15,7 @@ from agent_platform.engine.records import StepClock
 from agent_platform.engine.tokens import TokenPublisher
 from agent_platform.errors import ValidationError
 from agent_platform.store.tokens import TokenChannel
-from agent_platform.store.workflows import WorkflowStore
+from agent_platform.store.workflows import CheckpointPlan, WorkflowStore
 from agent_platform.timeline import LivePrinter, Position, TimelineEvent, follow_timeline
 
 
@@ -33,7 +33,8 @@ def wf(store: WorkflowStore) -> str:
 def _checkpoint(store: WorkflowStore, wf: str, stage: int, kind: str, data: dict[str, Any], end: bool = False) -> None:
     record = StepClock().record(kind, "ok", 1, "w", data)
     updates = {"runtime_status": "COMPLETED" if end else "RUNNING"}
-    result = store.checkpoint(wf, stage, record, mode="end" if end else "advance", updates=updates, next_step={})
+    plan = CheckpointPlan("end" if end else "advance", updates, next={"kind": "llm"})
+    result = store.checkpoint(wf, stage, None, "", record, plan)
     assert result.accepted, result
 
 

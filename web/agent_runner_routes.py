@@ -58,7 +58,7 @@ def agent_run(body: RunRequest) -> Any:
 @api.get("/agent/instances/<instance_id>")
 def agent_instance(path: InstancePath) -> Any:
     """The instance's status as the Dapr SDK's ``WorkflowState.to_json()`` (snake_case)."""
-    return runner_status(_runtime().find_store(path.instance_id).meta(path.instance_id))
+    return runner_status(_runtime().find_store(path.instance_id).state(path.instance_id))
 
 
 @api.post("/agent/instances/<instance_id>/terminate")

@@ -62,7 +62,7 @@ def _runtime() -> Any:
 @api.get(PREFIX)
 def dapr_workflow(path: DaprPath) -> Any:
     """The status in the sidecar's shape (``instanceID``, ``runtimeStatus``, ``properties``)."""
-    return sidecar_status(_runtime().find_store(path.workflow_id).meta(path.workflow_id))
+    return sidecar_status(_runtime().find_store(path.workflow_id).state(path.workflow_id))
 
 
 @api.post(PREFIX + "/terminate")

@@ -31,6 +31,7 @@ from typing import Any
 
 import redis
 
+from .. import keys
 from ..engine import control
 from ..errors import AgentPlatformError, BusError, InvalidTransition, WorkflowNotFound
 from ..supervision import fault_point, supervise
@@ -216,7 +217,7 @@ class AgentConsumer(threading.Thread):
         once (per Redis) after a message's effect is stored and before its ``XACK``."""
         if self.runtime.settings.fault != FAULT_BEFORE_ACK:
             return
-        if self.bus.client.set(f"{self.bus.prefix}bus:fault-fired", "1", nx=True):
+        if self.bus.client.set(keys.bus_fault_fired(self.bus.prefix), "1", nx=True):
             log.warning("fault injection: SIGKILL before XACK")
             os.kill(os.getpid(), signal.SIGKILL)
 

@@ -20,7 +20,7 @@ from ..llm.reply import AssistantReply
 from ..store.tokens import TokenChannel
 
 if TYPE_CHECKING:
-    from .steps import StepContext
+    from .context import StepContext
 
 log = logging.getLogger("agent_platform.engine")
 
@@ -139,21 +139,27 @@ class TokenPublisher:
 
 
 def chat_streaming(
-    ctx: StepContext, messages: list[dict[str, Any]], tools: list[dict[str, Any]], tool_choice: str | None
+    ctx: StepContext,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]],
+    tool_choice: str | None,
+    config: dict[str, Any] | None = None,
 ) -> AssistantReply:
     """``ctx.agent.llm.chat(...)``, with the deltas published while the model writes.
 
-    A client without an ``on_delta`` parameter (an orchestration policy, a user's own
-    client) is called as before. Raises what the client raises.
+    ``config`` (the client's ``resolved()``, read once by the step) is passed to a client
+    whose ``chat`` takes it. A client without an ``on_delta`` parameter (an orchestration
+    policy, a user's own client) is called without streaming. Raises what the client raises.
     """
     llm = ctx.agent.llm
-    if not _takes_on_delta(type(llm)):
-        return llm.chat(messages, tools, tool_choice)
+    options: dict[str, Any] = {"config": config} if config is not None and _takes(type(llm), "config") else {}
+    if not _takes(type(llm), "on_delta"):
+        return llm.chat(messages, tools, tool_choice, **options)
     settings = ctx.settings
     channel = TokenChannel(ctx.store, settings.token_stream_ttl, settings.token_stream_maxlen)
-    publisher = TokenPublisher(channel, ctx.workflow_id, ctx.message.step_seq, ctx.meta.get("attempt", 1))
+    publisher = TokenPublisher(channel, ctx.workflow_id, ctx.step_seq, ctx.attempt)
     try:
-        reply = llm.chat(messages, tools, tool_choice, on_delta=publisher)
+        reply = llm.chat(messages, tools, tool_choice, on_delta=publisher, **options)
     except BaseException:
         publisher.abandon()
         raise
@@ -161,15 +167,15 @@ def chat_streaming(
     return reply
 
 
-#: Whether a client class's ``chat`` takes ``on_delta`` (inspected once per class).
-_TAKES_ON_DELTA: dict[type, bool] = {}
+#: Whether a client class's ``chat`` takes a keyword (inspected once per class and name).
+_TAKES: dict[tuple[type, str], bool] = {}
 
 
-def _takes_on_delta(client_type: type) -> bool:
-    if client_type not in _TAKES_ON_DELTA:
+def _takes(client_type: type, name: str) -> bool:
+    if (client_type, name) not in _TAKES:
         chat = getattr(client_type, "chat", None)
         try:
-            _TAKES_ON_DELTA[client_type] = chat is not None and "on_delta" in inspect.signature(chat).parameters
+            _TAKES[client_type, name] = chat is not None and name in inspect.signature(chat).parameters
         except (TypeError, ValueError):
-            _TAKES_ON_DELTA[client_type] = False
-    return _TAKES_ON_DELTA[client_type]
+            _TAKES[client_type, name] = False
+    return _TAKES[client_type, name]

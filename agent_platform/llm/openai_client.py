@@ -119,7 +119,9 @@ class OpenAIChatClient:
         return f"<OpenAIChatClient model={self.model!r} base_url={self.base_url!r}>"
 
     def resolved(self) -> dict[str, Any]:
-        """The effective model, base_url, temperature, max_tool_rounds and timeout (no key).
+        """The effective settings of the next call: ``model``, ``base_url``, ``api_key``
+        (a placeholder when none is set: never log this dict), ``temperature``,
+        ``max_tool_rounds``, ``max_tokens``, ``tool_result_role`` and ``timeout``.
 
         Raises:
             ConfigurationError: no API key and no base URL are configured anywhere, or a
@@ -213,6 +215,7 @@ class OpenAIChatClient:
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]] | None = None,
         tool_choice: str | None = None,
+        config: dict[str, Any] | None = None,
         on_delta: Callable[[dict[str, Any] | None], None] | None = None,
     ) -> AssistantReply:
         """Make one chat completion.
@@ -221,6 +224,8 @@ class OpenAIChatClient:
             messages: OpenAI-shaped messages.
             tools: OpenAI ``tools`` entries (omitted from the request when empty).
             tool_choice: ``"none"`` to forbid tool calls, ``"auto"``, or None.
+            config: what :meth:`resolved` returned, when the caller has it already
+                (the engine reads ``max_tool_rounds`` first): not resolved twice.
             on_delta: a listener of the model's deltas: the call is then streamed
                 (``stream=True``, unless ``stream`` says otherwise) within the same
                 deadline, and the reply is the same as unstreamed (:mod:`.streaming`).
@@ -234,7 +239,7 @@ class OpenAIChatClient:
             LLMError: any other error status, or a body that is not a chat completion.
             ConfigurationError: no model is configured.
         """
-        cfg = self.resolved()
+        cfg = config if config is not None else self.resolved()
         if cfg["tool_result_role"] == "user":
             messages = tool_results_as_user(messages)
         request: dict[str, Any] = {"model": cfg["model"], "messages": messages}

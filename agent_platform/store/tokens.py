@@ -23,43 +23,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-#: KEYS: tokens, run, meta   ARGV: run, first ('1'|'0'), stage, attempt, delta JSON, ttl_ms, maxlen
-#: Returns 1 (published), 0 (another run owns the channel), -1 (no such workflow).
-PUBLISH = """
-if redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
-local after = tonumber(redis.call('HGET', KEYS[3], 'log_seq') or '0') - 1
-if ARGV[2] == '1' then
-  local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
-  if last then
-    local f = {}
-    for i = 1, #last[2], 2 do f[last[2][i]] = last[2][i + 1] end
-    if f['type'] == 'delta' and f['stage'] == ARGV[3] then
-      redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[7], '*',
-        'type', 'retry', 'stage', ARGV[3], 'attempt', f['attempt'], 'after', after)
-    end
-  end
-  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[6])
-elseif redis.call('GET', KEYS[2]) ~= ARGV[1] then
-  return 0
-end
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[7], '*',
-  'type', 'delta', 'stage', ARGV[3], 'attempt', ARGV[4], 'after', after, 'd', ARGV[5])
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
-redis.call('PEXPIRE', KEYS[2], ARGV[6])
-return 1
-"""
+from .scripts import source
 
-#: KEYS: tokens, run, meta   ARGV: run, stage, attempt, ttl_ms, maxlen
-#: A run whose call failed after publishing: a ``retry`` entry, and the run gives up the channel.
-ABANDON = """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[2])
-local after = tonumber(redis.call('HGET', KEYS[3], 'log_seq') or '0') - 1
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], '*',
-  'type', 'retry', 'stage', ARGV[2], 'attempt', ARGV[3], 'after', after)
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return 1
-"""
+#: The scripts (``store/lua/token_publish.lua``, ``token_abandon.lua``; headers name KEYS and ARGV).
+PUBLISH = source("token_publish")
+ABANDON = source("token_abandon")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from agent_platform.engine import control
 from agent_platform.errors import ValidationError
-from agent_platform.store.codec import TERMINAL
+from agent_platform.store.state import TERMINAL
 
 from ..schemas import StartWorkflowRequest, TerminateRequest
 

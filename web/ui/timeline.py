@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from agent_platform.engine.prompt import build_messages
+from agent_platform.engine.prompt import build_messages, fold
 from agent_platform.errors import AgentNotFound
-from agent_platform.store.codec import TERMINAL
+from agent_platform.store.state import WorkflowState
 
 from .present import duration, parse_time, short
 
@@ -129,15 +129,15 @@ class Bar:
     took: str
 
 
-def waterfall(meta: dict[str, Any], records: list[dict[str, Any]]) -> tuple[list[Bar], list[tuple[float, str]]]:
+def waterfall(state: WorkflowState, records: list[dict[str, Any]]) -> tuple[list[Bar], list[tuple[float, str]]]:
     """Bars from the workflow's creation to its end (now while it runs), and axis ticks
     ``(percent, label)``. Gaps between bars are time in the broker's queue or waiting."""
-    origin = parse_time(meta.get("created_at")) or (parse_time(records[0]["started_at"]) if records else None)
+    origin = parse_time(state.created_at) or (parse_time(records[0]["started_at"]) if records else None)
     if origin is None:
         return [], []
-    moments = [parse_time(t) for t in [r.get("finished_at") for r in records] + [meta.get("ended_at")]]
+    moments = [parse_time(t) for t in [r.get("finished_at") for r in records] + [state.ended_at]]
     end = max((t for t in moments if t is not None), default=origin)
-    if meta.get("runtime_status") not in TERMINAL:
+    if not state.finished:
         end = max(end, datetime.now(UTC))
     total = max(1.0, (end - origin).total_seconds() * 1000)
     bars = []
@@ -162,7 +162,7 @@ def waterfall(meta: dict[str, Any], records: list[dict[str, Any]]) -> tuple[list
     return bars, ticks
 
 
-def messages_sent(runtime: Any, meta: dict[str, Any], records: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+def messages_sent(runtime: Any, state: WorkflowState, records: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
     """For each ``llm`` record's seq, the chat messages that model call was sent, rebuilt
     as the engine builds them (:func:`agent_platform.engine.prompt.build_messages`): the
     system prompt the ``start`` step recorded, the session's first ``history_len`` memory
@@ -171,10 +171,10 @@ def messages_sent(runtime: Any, meta: dict[str, Any], records: list[dict[str, An
     if not any(r["kind"] == "llm" for r in records):
         return {}
     try:
-        agent = runtime.agent(meta["agent"])
+        agent = runtime.agent(state.agent)
     except AgentNotFound:
         return {}
-    history = runtime.history_for(agent).messages(meta["session_id"], meta.get("history_len", 0))
+    history = runtime.history_for(agent).messages(state.session_id, state.history_len)
     start = next((r for r in records if r["kind"] == "start"), None)
     system = (start or {}).get("data", {}).get("system")
     as_user = _tool_results_as_user(agent)
@@ -182,7 +182,7 @@ def messages_sent(runtime: Any, meta: dict[str, Any], records: list[dict[str, An
     for position, record in enumerate(records):
         if record["kind"] != "llm":
             continue
-        messages = build_messages(agent, history, meta["input"], records[:position])
+        messages = build_messages(agent, history, state.input, fold(records[:position]))
         if system is not None:
             messages[0] = {"role": "system", "content": system}
         sent[record["seq"]] = as_user(messages) if as_user else messages

@@ -19,7 +19,8 @@ from agent_platform.errors import AgentPlatformError, ValidationError
 from agent_platform.ids import validate_id
 from agent_platform.registry import list_agents
 from agent_platform.status import public_status
-from agent_platform.store.codec import TERMINAL
+from agent_platform.store.queries import list_workflows
+from agent_platform.store.state import TERMINAL
 
 from ..errors import STATUS_OF
 from . import present
@@ -53,18 +54,16 @@ def workflow_list() -> Any:
         cursor = max(0, int(args.get("cursor") or 0))
     except ValueError:
         raise ValidationError("cursor must be a whole number") from None
-    items: list[dict[str, Any]] = []
-    next_cursor = None
+    stores = runtime().stores()
+    items, next_cursor = list_workflows(stores, status, session_id, PAGE_SIZE, cursor, agent=agent)
     counts: dict[str, int] = {}
     complete = True
-    for store in runtime().stores():
-        found, next_cursor = store.list(status, session_id, PAGE_SIZE, cursor, agent=agent)
-        items.extend(found)
+    for store in stores:
         store_counts, store_complete = store.status_counts(session_id, agent)
         complete = complete and store_complete
         for name, n in store_counts.items():
             counts[name] = counts.get(name, 0) + n
-    rows = [_row(public_status(meta)) for meta in items[:PAGE_SIZE]]
+    rows = [_row(public_status(state)) for state in items]
     filters = {"status": status, "agent": agent, "session_id": session_id}
     return _page(
         "ui/list.html",
@@ -105,7 +104,7 @@ def workflow_run(workflow_id: str) -> Any:
     """``GET /ui/workflows/<id>``: header, input and output, actions, waterfall, steps."""
     rt = runtime()
     store = rt.find_store(workflow_id)
-    meta = store.meta(workflow_id)
+    meta = store.state(workflow_id)
     records = store.steps(workflow_id)
     status = public_status(meta)
     ended = status["runtime_status"] in TERMINAL
@@ -126,7 +125,7 @@ def workflow_run(workflow_id: str) -> Any:
         offer=buttons(status),
         last_seq=last_seq,
         done=request.args.get("done"),
-        version=f"{status['runtime_status']}|{meta.get('last_updated_at')}|{last_seq}",
+        version=f"{status['runtime_status']}|{meta.last_updated_at}|{last_seq}",
         offer_version=f"{status['runtime_status']}|{(status.get('pending_event') or {}).get('name')}",
     )
 

@@ -27,7 +27,7 @@ import uuid
 
 import httpx
 
-from .common import REPO, Bench, note, percentile, print_header, print_table
+from .common import REPO, Bench, note, parse_args, percentile, print_header, print_table
 
 
 def free_port() -> int:
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=200, help="uncounted warm-up requests (default 200)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
     parser.add_argument("--threads", type=int, default=16, help="threads per gunicorn worker (default 16)")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, quick={"seconds": 3.0, "warmup": 50})
 
     print_header("bench.http: POST /start-workflow through gunicorn")
     with Bench("http") as bench:

@@ -28,7 +28,7 @@ import uuid
 from agent_platform.settings import Settings
 
 from .agent import SLOW_FINISHED, SLOW_STARTED
-from .common import Bench, median, note, print_header, print_table, wait_turn
+from .common import Bench, median, note, parse_args, print_header, print_table, wait_turn
 
 EXPECTED = ["start", "llm", "tool", "llm", "finish"]
 
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         default=[1.0, 2.5, 4.0],
         help="seconds into the 5 s tool step at which to kill, one run each (default 1.0 2.5 4.0)",
     )
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, quick={"kill_at": [2.5]})
 
     print_header("bench.recovery: whole-worker SIGKILL during a 5 s tool step")
     rows = []

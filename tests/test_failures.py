@@ -85,6 +85,7 @@ def test_c04_sigkill_of_the_whole_worker_during_a_tool_call(
     t0 = time.monotonic()
     wait_until(lambda: time.monotonic() - t0 >= 2.0, timeout=5, message="2 s into the tool")  # the case's timing
 
+    killed = _alive(platform)[0].hostname
     for worker in _alive(platform):
         platform.stack.kill_worker(worker)  # SIGKILL of the main process and its pool children
     assert not _alive(platform)
@@ -102,11 +103,12 @@ def test_c04_sigkill_of_the_whole_worker_during_a_tool_call(
     assert len(starts) == 2, starts
     assert {s["idempotency_key"] for s in starts} == {started[0]["idempotency_key"]}
     steps = api.steps(wf)
+    # the killed run is a `lost` record naming its worker (DESIGN rule 11); no step twice
     assert [(s["kind"], s["status"]) for s in steps] == [
-        ("start", "ok"), ("llm", "ok"), ("tool", "ok"), ("llm", "ok"), ("finish", "ok"),
+        ("start", "ok"), ("llm", "ok"), ("tool", "lost"), ("tool", "ok"), ("llm", "ok"), ("finish", "ok"),
     ]  # fmt: skip
     assert chain_problems(steps) == []
-    assert steps[2]["worker"] == fresh.hostname
+    assert steps[2]["worker"] == killed and steps[3]["worker"] == fresh.hostname
     assert re.search(rf"(re-dispatching|taking over) {wf} step tool/2", fresh.log()), fresh.log()[-3000:]
 
 
@@ -170,6 +172,42 @@ def test_sweeper_finishes_a_turn_whose_next_step_was_never_dispatched(
     assert re.search(rf"re-dispatching {wf} step {lost}", log), log[-3000:]
     assert model.calls == 2
     assert len(tool_events(redis_client, "slow_task:start")) == 1
+    steps = api.steps(wf)
+    assert [s["kind"] for s in steps] == ["start", "llm", "tool", "llm", "finish"]
+    assert chain_problems(steps) == []
+
+
+def test_a_crash_after_the_final_checkpoint_completes_the_turn_with_memory_once(
+    api: Api, model: ScriptedModel, platform: Platform, redis_client: redis.Redis
+) -> None:
+    """Issue 15: the last ``llm`` step's checkpoint writes the ``finish`` record and the
+    COMPLETED status; ``exit_after_checkpoint:finish`` SIGKILLs the pool process right
+    after it, before memory is appended and the session freed. The sweeper finishes the
+    turn: memory holds it once, and the session's next turn runs and sees it."""
+    faulty = _use_workers(
+        platform, AGENT_PLATFORM_FAULT="exit_after_checkpoint:finish", AGENT_PLATFORM_DISPATCH_GRACE="2"
+    )
+    model.add(*_slow_then_answer(0.1, "Finished, then killed."))
+    model.add(text("The first turn is in my memory."))
+    wf = api.start_turn("Run a quick task", session_id="fault-finish")
+    waiting = api.start_turn("What did I ask before?", session_id="fault-finish")
+
+    status = api.wait_status(wf, timeout=30)
+    assert status["runtime_status"] == "COMPLETED", status
+    assert status["output"] == "Finished, then killed."
+    following = api.wait_status(waiting, timeout=30)
+
+    assert following["runtime_status"] == "COMPLETED", following
+    log = faulty.log()
+    assert "fault injection: SIGKILL after checkpoint of finish" in log, log[-3000:]
+    history = platform.history("fault-finish", agent="OpsBuddy")
+    assert [(m["role"], m["workflow_id"]) for m in history] == [
+        ("user", wf), ("assistant", wf), ("user", waiting), ("assistant", waiting),
+    ]  # fmt: skip
+    prompt = [(m["role"], m.get("content")) for m in model.requests[-1]["messages"][1:]]
+    assert prompt == [
+        ("user", "Run a quick task"), ("assistant", "Finished, then killed."), ("user", "What did I ask before?"),
+    ]  # fmt: skip
     steps = api.steps(wf)
     assert [s["kind"] for s in steps] == ["start", "llm", "tool", "llm", "finish"]
     assert chain_problems(steps) == []

@@ -20,6 +20,7 @@ from typing import Any
 
 import redis
 
+from .. import keys
 from .messages import CloudEvent
 
 FIELD = "event"
@@ -57,7 +58,7 @@ class StreamBus:
 
     def key(self, topic: str) -> str:
         """The stream key of ``topic``: ``<prefix>topic:<topic>``."""
-        return f"{self.prefix}topic:{topic}"
+        return keys.topic(self.prefix, topic)
 
     def ensure_group(self, topic: str, group: str, start_id: str = "0") -> bool:
         """Create consumer group ``group`` on ``topic`` (``XGROUP CREATE ... MKSTREAM``).
@@ -102,7 +103,9 @@ class StreamBus:
         Every topic must have the group (see :meth:`ensure_group`). Waits up to
         ``block_ms`` when there is nothing; returns [] then.
         """
-        reply = self.client.xreadgroup(group, consumer, {self.key(t): ">" for t in topics}, count=count, block=block_ms)
+        reply: Any = self.client.xreadgroup(
+            group, consumer, {self.key(t): ">" for t in topics}, count=count, block=block_ms
+        )
         by_key = {self.key(t): t for t in topics}
         return [
             Delivery(by_key[key], entry_id, (fields or {}).get(FIELD))
@@ -126,7 +129,7 @@ class StreamBus:
         for _ in range(100):  # at most 100 x count entries per pass
             ids = self.client.xautoclaim(key, group, consumer, min_idle_ms, start, count=count, justid=True)
             for entry_id in ids:
-                entries = self.client.xrange(key, entry_id, entry_id)
+                entries: Any = self.client.xrange(key, entry_id, entry_id)
                 found.append(Delivery(topic, entry_id, entries[0][1].get(FIELD) if entries else None))
             if len(ids) < count:
                 break

@@ -334,8 +334,9 @@ class Bench:
         for name_ in PLATFORM_VARS:
             os.environ.pop(name_, None)
         os.environ.update(base)
-        # redis-py 8 times a read out after 5 s by default, BLPOP/XREAD BLOCK included.
-        self.client = redis.Redis.from_url(self.redis.url, decode_responses=True, socket_timeout=90)
+        # redis-py 8 times a read out after 5 s by default, BLPOP/XREAD BLOCK included: the
+        # driver waits as long as each command says instead.
+        self.client = redis.Redis.from_url(self.redis.url, decode_responses=True, socket_timeout=None)
 
     def redis_label(self) -> str:
         """``Redis <version> (AOF <appendfsync>)`` of this deployment's server."""
@@ -450,7 +451,12 @@ def start_and_wait(
 
 
 def run_raw_turn(
-    app: Any, client: redis.Redis, turn_id: str, task: str = "Run the benchmark step.", tasks: int = 5
+    app: Any,
+    client: redis.Redis,
+    turn_id: str,
+    task: str = "Run the benchmark step.",
+    tasks: int = 5,
+    timeout: int = 60,
 ) -> float:
     """Start one raw-chain turn of ``tasks`` Celery tasks (1, 3 or 5) and wait for its end
     (BLPOP); returns its seconds."""
@@ -458,7 +464,7 @@ def run_raw_turn(
 
     t0 = time.perf_counter()
     start_turn(app, turn_id, task, tasks)
-    popped = client.blpop([DONE_KEY], timeout=60)
+    popped = client.blpop([DONE_KEY], timeout=timeout)
     elapsed = time.perf_counter() - t0
     if popped is None or popped[1] != turn_id:
         raise RuntimeError(f"raw turn {turn_id} did not finish (got {popped})")

@@ -48,6 +48,7 @@ from .lanes import OURS, RAW, TASK, Lane, start_workers
 from .model import task_with_rounds
 
 TARGET = 1.2
+TURN_TIMEOUT = 600  # seconds one turn may take (200 rounds on a busy machine take over a minute)
 LATE = 10  # rounds compared at each end of the largest turn
 
 
@@ -104,7 +105,8 @@ def one_turn(bench: Bench, lane: Lane, rounds: int) -> dict[str, float]:
     out: dict[str, float] = {}
     if lane.ours:
         runtime = bench.platform().runtime
-        workflow_id, seconds = start_and_wait(runtime, lane.agent, f"l{uuid.uuid4().hex[:12]}", task, timeout=600)
+        session = f"l{uuid.uuid4().hex[:12]}"
+        workflow_id, seconds = start_and_wait(runtime, lane.agent, session, task, timeout=TURN_TIMEOUT)
         store = runtime.store_for(lane.agent)
         entries = store.client.xrange(store.key(workflow_id, "steps"))
         out["record_bytes"] = sum(len(fields["r"]) for _, fields in entries) / max(1, len(entries))
@@ -114,7 +116,8 @@ def one_turn(bench: Bench, lane: Lane, rounds: int) -> dict[str, float]:
     else:
         from .raw_chain import get_app
 
-        seconds = run_raw_turn(get_app(lane.events, lane.queue), bench.client, uuid.uuid4().hex, task, lane.tasks)
+        app = get_app(lane.events, lane.queue)
+        seconds = run_raw_turn(app, bench.client, uuid.uuid4().hex, task, lane.tasks, timeout=TURN_TIMEOUT)
     steps = 2 * rounds + 1
     out.update(ms=seconds * 1000 / steps, written=(_written(bench.client) - before) / steps)
     return out

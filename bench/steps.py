@@ -267,6 +267,11 @@ def _report(systems: list[System], unsupported: list[Lane], model_times: list[fl
     for line in notes:
         print(f"note: {line}")
     print(f"model call (direct, from the driver): median {model_ms:.2f} ms over {len(model_times)} calls")
+    if not _local_in_effect(systems):
+        print(
+            "WARNING: local steps were asked for, yet the turn took as many Celery tasks as in the default "
+            "mode: the setting is not in effect on this engine"
+        )
     print()
     _overhead(systems, model_ms)
     _events(systems)
@@ -274,6 +279,15 @@ def _report(systems: list[System], unsupported: list[Lane], model_times: list[fl
     _redis(systems)
     _streaming()
     _targets(systems, peers, model_ms)
+
+
+def _local_in_effect(systems: list[System]) -> bool:
+    """False when the local-steps row took as many tasks per turn as the default mode's
+    (the setting accepted but not acted on); True otherwise (or when either is missing)."""
+    default, local = _celery(systems, OURS, local=False), _celery(systems, OURS, local=True)
+    if default and local and local.cost and default.cost:
+        return local.tasks < default.tasks
+    return True
 
 
 def _celery(systems: list[System], system: str, pool: str = "prefork", **match: Any) -> System | None:
@@ -400,8 +414,8 @@ def _targets(systems: list[System], peers: dict[tuple[str, int], System], model_
     for local in (False, True):
         ours = _celery(systems, OURS, local=local)
         mode = "local steps" if local else "default mode"
-        if ours is None:
-            print(f"  agent-platform, {mode}: n/a")
+        if ours is None or (local and not _local_in_effect(systems)):
+            print(f"  agent-platform, {mode}: n/a{'' if ours is None else ' (not in effect on this engine)'}")
             continue
         for key in ("LangGraph async", "DBOS"):
             for steps in (5, 3):

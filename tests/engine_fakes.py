@@ -84,13 +84,34 @@ def wire(amount: int) -> str:
     return f"wired {amount}"
 
 
-def make_agent(model: FakeModel, name: str = "Unit", state_key: str = "workflow_state") -> AssistantAgent:
+@tool(timeout=5)
+def timed(x: int) -> int:
+    """Has a timeout (Celery's time limit of its own task)."""
+    return x
+
+
+PAUSE: dict[str, Any] = {}
+
+
+@tool
+def pausing(context: Any) -> str:
+    """Pauses its own workflow while it runs (``PAUSE["runtime"]`` is the fake runtime)."""
+    from agent_platform.engine import control
+
+    control.pause(PAUSE["runtime"], context.workflow_id)
+    return "paused"
+
+
+def make_agent(
+    model: FakeModel, name: str = "Unit", state_key: str = "workflow_state", local_steps: bool | None = None
+) -> AssistantAgent:
     return AssistantAgent(
         name,
-        tools=[add, flaky, wire],
+        tools=[add, flaky, wire, timed, pausing],
         memory=ConversationListMemory(),
         llm=model,  # type: ignore[arg-type]
         state_key=state_key,
+        local_steps=local_steps,
     )
 
 

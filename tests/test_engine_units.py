@@ -24,7 +24,7 @@ from agent_platform.runtime import load_agents
 from agent_platform.store.queries import list_workflows
 from agent_platform.store.state import RuntimeStatus
 
-from .engine_fakes import FLAKY, FakeModel, FakeRuntime, call, make_agent, say
+from .engine_fakes import FLAKY, PAUSE, FakeModel, FakeRuntime, call, make_agent, say
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -248,6 +248,56 @@ def test_c14_an_llm_step_whose_worker_dies_every_time_fails_the_turn() -> None:
     ]  # fmt: skip
 
 
+def test_local_steps_run_a_sequential_turn_in_one_task_with_the_same_records() -> None:
+    model = FakeModel(call(("add", '{"a": 1, "b": 2}')), say("3"))
+    rt = FakeRuntime(make_agent(model, local_steps=True))
+    wf = rt.start("Unit", "add")
+
+    reports = list(rt.drain())
+
+    assert [str(r) for r in reports] == ["done: start llm tool llm finish"]
+    assert kinds(rt, wf) == [("start", "ok"), ("llm", "ok"), ("tool", "ok"), ("llm", "ok"), ("finish", "ok")]
+    state = rt.store_for("Unit").state(wf)
+    assert state.runtime_status == RuntimeStatus.COMPLETED and state.steps_completed == 5
+    assert rt.store_for("Unit").client.keys("*lease*") == []  # every lease released
+
+
+def test_local_steps_leave_parallel_calls_timeouts_and_the_budget_to_the_broker() -> None:
+    model = FakeModel(
+        call(("add", '{"a": 1, "b": 2}'), ("add", '{"a": 1, "b": 1}')), call(("timed", '{"x": 1}')), say("ok")
+    )
+    rt = FakeRuntime(make_agent(model, local_steps=True))
+    rt.start("Unit", "go")
+
+    assert str(rt.run_next()) == "done: start llm"  # two calls: a Celery group
+    assert [d.message.call_index for d in rt.queue] == [0, 1]
+    assert [str(rt.run_next()) for _ in range(2)] == ["done: tool", "done: tool"]
+    assert [d.message.kind for d in rt.queue] == ["llm"]  # after a group: through the broker
+    assert str(rt.run_next()) == "done: llm"
+    assert [(d.message.kind, d.message.tool) for d in rt.queue] == [("tool", "timed")]  # has a timeout
+    assert str(rt.run_next()) == "done: tool"
+    assert str(rt.run_next()) == "done: llm finish"
+
+    slow = FakeRuntime(make_agent(FakeModel(call(("add", '{"a": 1, "b": 2}')), say("3")), local_steps=True))
+    slow.settings = slow.settings.with_(local_steps_budget=0.0)
+    slow.start("Unit", "add")
+    assert [str(r) for r in slow.drain()] == ["done: start llm", "done: tool", "done: llm finish"]
+
+
+def test_a_pause_is_seen_between_local_steps() -> None:
+    model = FakeModel(call(("pausing", "{}")), say("resumed"))
+    rt = FakeRuntime(make_agent(model, local_steps=True))
+    PAUSE["runtime"] = rt
+    wf = rt.start("Unit", "pause yourself")
+
+    assert str(rt.run_next()) == "done: start llm tool"
+    assert rt.store_for("Unit").state(wf).runtime_status == RuntimeStatus.SUSPENDED and rt.queue == []
+
+    control.resume(rt, wf)
+    assert [str(r) for r in rt.drain()] == ["done: llm finish"]
+    assert rt.store_for("Unit").state(wf).runtime_status == RuntimeStatus.COMPLETED
+
+
 def test_sweeper_lock_is_per_store_and_its_holder_sweeps_only_that_store() -> None:
     a, b = make_agent(FakeModel(), "A", "state_a"), make_agent(FakeModel(), "B", "state_b")
     rt = FakeRuntime(a, b)
@@ -312,18 +362,28 @@ def test_lua_scripts_name_only_known_statuses_and_ship_as_package_data() -> None
             assert re.search(r"^-- KEYS\[1\]", text, re.M), path.name
 
 
+#: The launchers (DESIGN section 2): the dev-mode ``start()`` and the CLI may import them
+#: lazily, inside a function, from modules they import themselves.
+LAUNCHERS = {"agent_platform.cli", "agent_platform.devmode", "agent_platform.dev_service", "agent_platform.demo"}
+
+
 def _imports(path: Path, package: str, modules: set[str]) -> set[str]:
     """Modules of agent_platform that a module imports, at its top or inside a function
-    (not under TYPE_CHECKING); ``from pkg import sub`` counts as importing ``pkg.sub`` only."""
+    (a lazy import counts too, except of a launcher; not under TYPE_CHECKING); ``from pkg
+    import sub`` counts as importing ``pkg.sub`` only."""
     tree = ast.parse(path.read_text())
-    found: set[str] = set()
     skip: set[int] = set()
+    lazy: set[int] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             skip.update(id(n) for n in ast.walk(node))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            lazy.update(id(n) for n in ast.walk(node))
+    found: set[str] = set()
     for node in ast.walk(tree):
         if id(node) in skip:
             continue
+        targets: set[str] = set()
         if isinstance(node, ast.ImportFrom):
             base = package.split(".")
             if node.level:
@@ -332,9 +392,12 @@ def _imports(path: Path, package: str, modules: set[str]) -> set[str]:
             else:
                 module = node.module or ""
             for alias in node.names:
-                found.add(f"{module}.{alias.name}" if f"{module}.{alias.name}" in modules else module)
+                targets.add(f"{module}.{alias.name}" if f"{module}.{alias.name}" in modules else module)
         elif isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
+            targets.update(alias.name for alias in node.names)
+        if id(node) in lazy:
+            targets -= LAUNCHERS
+        found.update(targets)
     return {m for m in found if m.startswith("agent_platform")}
 
 

@@ -23,6 +23,7 @@ from ..store.workflows import Chain, CheckpointResult, OpenedStep, WorkflowStore
 from . import lifecycle
 from .context import StepContext, fail
 from .dispatch import StepMessage, task_kind
+from .draining import draining
 from .leases import keeper, new_token, owner_is_dead
 from .outcomes import Advance, End, Outcome, RetryAfter, Suspend, ToolAnswered
 from .seam import Runtime
@@ -116,13 +117,38 @@ def local_chain(runtime: Runtime, ctx: StepContext, outcome: Outcome, began: flo
     None to leave it to the broker.
 
     ``start`` always goes on with the turn's first model call (bookkeeping pays no broker
-    hop)."""
-    if not (isinstance(outcome, Advance) and ctx.kind == "start"):
-        return None
+    hop). With local steps on (``AssistantAgent(local_steps=True)`` or
+    ``AGENT_PLATFORM_LOCAL_STEPS=1``), a sequential next step runs here too: the tool call
+    of a reply that calls one tool, the model call after a single tool call, unless the
+    tool has a timeout (Celery enforces it per task), the task has run for
+    ``local_steps_budget`` seconds, or the worker is shutting down. Parallel tool calls,
+    retries, waits and pauses always leave the task.
+    """
     m = ctx.message
-    message = StepMessage(m.agent, m.workflow_id, task_kind(outcome.next.kind), m.step_seq + 1)
-    chain = Chain(new_token(), runtime.settings.lease_ttl, ctx.worker, None, message.kind == "llm")
+    match outcome:
+        case Advance(next=step) if ctx.kind == "start":
+            pass
+        case Advance(next=step) if step.kind == "tool" and len(step.calls) == 1 and _local(runtime, ctx, began):
+            tool = ctx.agent.tools.get(step.calls[0].name)
+            if tool is not None and tool.timeout:
+                return None
+        case ToolAnswered() if len(ctx.state.next.calls) == 1 and _local(runtime, ctx, began):
+            step = NextStep("llm")
+            tool = ctx.agent.tools.get(ctx.state.next.calls[0].name)
+            if tool is not None and tool.timeout:
+                return None  # this task has the tool's time limit: a model call must not run under it
+        case _:
+            return None
+    call_index = step.calls[0].index if step.kind == "tool" else None
+    tool_name = step.calls[0].name if step.kind == "tool" else None
+    message = StepMessage(m.agent, m.workflow_id, task_kind(step.kind), m.step_seq + 1, call_index, tool=tool_name)
+    chain = Chain(new_token(), runtime.settings.lease_ttl, ctx.worker, call_index, step.kind == "llm")
     return chain, message
+
+
+def _local(runtime: Runtime, ctx: StepContext, began: float) -> bool:
+    enabled = ctx.agent.local_steps if ctx.agent.local_steps is not None else runtime.settings.local_steps
+    return enabled and time.monotonic() - began < runtime.settings.local_steps_budget and not draining()
 
 
 def open_step(store: WorkflowStore, message: StepMessage, token: str, ttl: float, worker: str) -> OpenedStep:

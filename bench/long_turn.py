@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--rounds", type=int, nargs="+", default=[1, 10, 50, 200], help="tool rounds (default 1 10 50 200)"
     )
-    parser.add_argument("--repeat", type=int, default=3, help="turns per size and system (default 3)")
+    parser.add_argument("--repeat", type=int, default=2, help="turns per size and system (default 2)")
     args = parse_args(parser, argv, quick={"repeat": 1})
 
     print_header("bench.long_turn: ms and bytes per step as a turn grows to 200 tool rounds")

@@ -14,7 +14,7 @@ one run:
   5 tasks with task events off; same Redis, same Celery settings; over when the last
   task pushes to a list (``BLPOP``).
 - both of them again on the ``threads`` and ``gevent`` pools (``--pools``): agent-platform's
-  default mode and the 3-task chain (``-c 1``, but gevent ``-c 8``: see
+  default mode and the 3-task chain (``-c 1``, but gevent ``-c 32``: see
   :data:`bench.lanes.GEVENT_CONCURRENCY`).
 - DBOS Transact (``@DBOS.step`` in a ``@DBOS.workflow``) and LangGraph (``PostgresSaver``,
   ``durability="sync"`` and ``"async"``), in process, on PostgreSQL (database ``bench``,
@@ -262,7 +262,9 @@ def _report(systems: list[System], unsupported: list[Lane], model_times: list[fl
     headers += ["vs LangGraph async (5 steps)", "vs DBOS (5 steps)"]
     print_table(headers + (["error"] if errors else []), rows)
     print("note: agent-platform and the raw chains cross the Celery broker between tasks (a worker process, -c 1;")
-    print(f"      gevent -c {GEVENT_CONCURRENCY}: fewer greenlets stall 1-2 s between tasks, see bench/lanes.py);")
+    print(
+        f"      gevent -c {GEVENT_CONCURRENCY}: a green worker with all greenlets busy stalls 1-2 s, see bench/lanes.py);"
+    )
     print("      DBOS and LangGraph run every step in the calling process and commit each checkpoint to the database.")
     for line in notes:
         print(f"note: {line}")

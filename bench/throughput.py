@@ -2,7 +2,7 @@
 chains per second, and the worker's resident memory: ``python -m bench.throughput``.
 
 For each pool (``--pools``: prefork, threads, gevent) and concurrency (``--concurrency``:
-``-c 1`` and ``-c 2``; gevent always ``-c 8``, see :data:`bench.lanes.GEVENT_CONCURRENCY`),
+``-c 1`` and ``-c 2``; gevent always ``-c 32``, see :data:`bench.lanes.GEVENT_CONCURRENCY`),
 one agent-platform worker and one raw-chain worker (:mod:`bench.raw_chain`, no
 checkpoints, same settings, as many tasks per turn as agent-platform's turn, counted
 first) start side by side on queues of their own. Each runs ``--warmup`` turns, then the

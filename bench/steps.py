@@ -38,11 +38,14 @@ Figures:
 - task events per hop: (5-task chain with events - without) / 5.
 - Redis per turn: round trips (client commands), commands executed (Lua's included),
   bytes written, net of the idle background of all the workers.
+- streaming cost per ``llm`` step (issue 14): printed last by ``bench.streaming_cost``
+  when the tree has it (:func:`_streaming` is the hook), else "not measured".
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import time
 from collections.abc import Callable
@@ -197,6 +200,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         _count(bench, [s for s in systems if s.lane and not s.error], args.count_turns, args.idle)
     _report(systems, unsupported, model_times, notes)
+    print()
+    _streaming(args.quick)
 
 
 def _store(bench: Bench, lane: Lane) -> str:
@@ -279,7 +284,6 @@ def _report(systems: list[System], unsupported: list[Lane], model_times: list[fl
     _events(systems)
     _pools(systems, model_ms)
     _redis(systems)
-    _streaming()
     _targets(systems, peers, model_ms)
 
 
@@ -391,24 +395,22 @@ def _redis(systems: list[System]) -> None:
         print()
 
 
-def streaming_rows() -> list[list[Any]]:
-    """HOOK for issue 14 (stream the model's tokens): the cost of streaming per ``llm`` step.
-
-    Not measured yet: returns no rows. When the engine streams, add here a lane of
-    agent-platform with streaming on (and one with it off), run them in :func:`_rounds`
-    with the others, and return ``[[label, ms per llm step streaming, ms not streaming,
-    ratio]]``.
-    """
-    return []
-
-
-def _streaming() -> None:
-    rows = streaming_rows()
-    if rows:
-        print_table(["streaming", "ms per llm step", "without streaming", "ratio"], rows)
-    else:
-        print("streaming cost per llm step: not measured (hook: bench.steps.streaming_rows, for issue 14)")
+def _streaming(quick: bool) -> None:
+    """HOOK for issue 14: the cost of streaming per ``llm`` step, printed by
+    ``bench.streaming_cost.report`` (the streaming work's module) when this tree has it;
+    otherwise a line saying it is not measured (never a made-up figure)."""
+    if importlib.util.find_spec("bench.streaming_cost") is None:
+        print("streaming cost per llm step: not measured (no bench/streaming_cost.py in this tree: issue 14)")
         print()
+        return
+    try:
+        streaming = importlib.import_module("bench.streaming_cost")
+    except ImportError as exc:  # the module is there, the engine's streaming is not
+        print(f"streaming cost per llm step: not measured ({exc})")
+        print()
+        return
+    streaming.report(**({"calls": 20, "warmup": 5} if quick else {}))
+    print()
 
 
 def _targets(systems: list[System], peers: dict[tuple[str, int], System], model_ms: float) -> None:

@@ -1,7 +1,17 @@
 """The agents the benchmarks run (loaded by the workers as ``AGENT_APP=bench.agent:<name>``).
 
 - ``bench_bot``: one no-op tool; its turn is start, llm (tool call), tool, llm (answer), finish.
+- ``lanes``: ``bench_bot`` and clones of it under other names (so other queues), one per
+  kind of worker that ``bench.steps`` and ``bench.throughput`` run side by side: Celery
+  pools (``BenchBot-threads``, ``BenchBot-gevent``) and local steps (``BenchBot-local``).
+- ``long_bots``: ``LongBot`` (and ``LongBot-local``), ``bench_bot`` with room for 1,000
+  model calls a turn (``bench.long_turn``).
 - ``slow_bot``: one tool that takes :data:`SLOW_SECONDS` (the step ``bench.recovery`` kills).
+
+Local steps (issue 17) are turned on where the engine offers them: by the agent's
+``local_steps=True`` argument and by :data:`LOCAL_STEPS_ENV` in the environment of the
+worker that serves the ``-local`` agents (:func:`local_steps_support` says which of the
+two this engine knows; None: neither, and the benchmarks print "n/a").
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ import redis
 
 from agent_platform import AssistantAgent, tool
 from agent_platform.memory import ConversationRedisMemory
+from agent_platform.settings import ENV_FIELDS
 from agent_platform.tool import ToolContext
 
 #: Seconds the slow tool takes.
@@ -20,6 +31,10 @@ SLOW_SECONDS = 5.0
 #: Redis keys the slow tool writes: a counter of starts (hash field per workflow) and of ends.
 SLOW_STARTED = "bench:slow:started"
 SLOW_FINISHED = "bench:slow:finished"
+#: The deployment-wide switch of local steps (issue 17), set on the worker of ``-local`` agents.
+LOCAL_STEPS_ENV = {"AGENT_PLATFORM_LOCAL_STEPS": "1"}
+#: Suffix of the agents that run with local steps.
+LOCAL = "-local"
 
 
 @tool
@@ -41,7 +56,19 @@ def slow_step(context: ToolContext) -> str:
     return "done"
 
 
-def _agent(name: str, tools: list) -> AssistantAgent:
+def local_steps_support() -> str | None:
+    """How this engine turns local steps on: ``"agent"`` (``AssistantAgent(local_steps=True)``
+    is accepted), ``"env"`` (only ``AGENT_PLATFORM_LOCAL_STEPS`` is known), or None."""
+    try:
+        AssistantAgent(name="LocalStepsProbe", local_steps=True)  # type: ignore[call-arg]
+        return "agent"
+    except TypeError:
+        pass
+    return "env" if "AGENT_PLATFORM_LOCAL_STEPS" in ENV_FIELDS else None
+
+
+def _agent(name: str, tools: list, max_iterations: int = 10) -> AssistantAgent:
+    options = {"local_steps": True} if name.endswith(LOCAL) and local_steps_support() == "agent" else {}
     return AssistantAgent(
         name=name,
         role="Benchmark assistant",
@@ -49,8 +76,20 @@ def _agent(name: str, tools: list) -> AssistantAgent:
         instructions=["Call the tool you have once.", "Then answer in one word."],
         tools=tools,
         memory=ConversationRedisMemory(store_name="conversationstore", session_id="default"),
+        max_iterations=max_iterations,
+        **options,
     )
 
 
 bench_bot = _agent("BenchBot", [noop])
 slow_bot = _agent("SlowBot", [slow_step])
+lanes = [bench_bot, *(_agent(f"BenchBot-{lane}", [noop]) for lane in ("threads", "gevent", "local"))]
+long_bots = [_agent("LongBot", [noop], max_iterations=1000), _agent(f"LongBot{LOCAL}", [noop], max_iterations=1000)]
+
+
+def lane_agent(pool: str = "prefork", local: bool = False, base: str = "BenchBot") -> str:
+    """The name of the agent served by a worker of ``pool`` (prefork, threads, gevent), or
+    by the local-steps worker."""
+    if local:
+        return f"{base}{LOCAL}"
+    return base if pool == "prefork" else f"{base}-{pool}"

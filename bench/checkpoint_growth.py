@@ -1,6 +1,6 @@
 """Bytes written to Redis per checkpoint as the session grows: ``python -m bench.checkpoint_growth``.
 
-A turn of ``bench_bot`` (5 steps, so 5 checkpoints) runs in a session that already holds
+A turn of ``bench_bot`` (start, llm, tool, llm, finish: 5 step records) runs in a session that already holds
 10, 100 and 1,000 messages (seeded through the memory API,
 ``RedisSessionHistory.append_turn``, ~200 characters each), ``--repeat`` times per size,
 with one ``celery -A tasks worker -c 1``. Two passes:
@@ -8,10 +8,12 @@ with one ``celery -A tasks worker -c 1``. Two passes:
 1. ``INFO stats`` deltas over each turn (nothing else runs against this Redis but the
    worker's own sweeper and registry timers): ``total_net_input_bytes`` is every byte
    written to Redis by every client (checkpoints, leases, broker messages, Celery
-   events, the memory append), shown per checkpoint; ``total_net_output_bytes`` is every
+   events, the memory append), shown per step record of the turn (its step log's
+   length, whatever the number of Celery tasks); ``total_net_output_bytes`` is every
    byte read back, per turn (the ``llm`` steps read the session's history).
 2. ``MONITOR`` over each turn: the exact size (RESP encoding) of the checkpoint script
-   calls (``EVALSHA`` of the store's CHECKPOINT script), per checkpoint.
+   calls (``EVALSHA`` of the store's checkpoint script), per call; ``checkpoints/turn``
+   counts those calls.
 
 The ratio 1000/10 of each column shows whether a checkpoint costs O(step) or
 O(history) (target for the bytes per checkpoint: at most 1.1x).
@@ -20,29 +22,15 @@ O(history) (target for the bytes per checkpoint: at most 1.1x).
 from __future__ import annotations
 
 import argparse
-import hashlib
-import re
-import socket
-import threading
 import time
 import uuid
 from typing import Any
 
-from agent_platform.memory.redis_memory import append_turn_script
-from agent_platform.store import scripts
-
-from .common import Bench, median, note, print_header, print_table, ratio, run_turn
+from .common import Bench, median, note, parse_args, print_header, print_table, ratio, run_turn, start_and_wait
+from .redis_cost import Monitor, label, resp_size
 
 SIZES = (10, 100, 1000)
 FILLER = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt. " * 2
-CHECKPOINT_SHA = hashlib.sha1(scripts.source("checkpoint").encode()).hexdigest()
-SCRIPT_NAMES = {
-    hashlib.sha1(scripts.source(name).encode()).hexdigest(): name.upper()
-    for name in ("open_step", "checkpoint", "renew", "release", "void_lease", "control", "raise_event")
-}
-SCRIPT_NAMES[hashlib.sha1(append_turn_script().encode()).hexdigest()] = "memory APPEND"
-_ARG = re.compile(r'"((?:[^"\\]|\\.)*)"')
-_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "a": "\a", "b": "\b", '"': '"', "\\": "\\"}
 
 
 def seed(history: Any, session: str, messages: int) -> None:
@@ -63,88 +51,9 @@ def info_bytes(client: Any) -> tuple[int, int]:
     return int(stats["total_net_input_bytes"]), int(stats["total_net_output_bytes"])
 
 
-class Monitor:
-    """``MONITOR`` on a raw socket in a thread; :meth:`stop` returns the client commands seen
-    (each a list of its arguments), leaving out the commands that Lua scripts issue."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.sock = socket.create_connection((host, port))
-        self.sock.sendall(b"MONITOR\r\n")
-        self.buffer = b""
-        while b"\r\n" not in self.buffer:
-            self.buffer += self.sock.recv(4096)
-        self.buffer = self.buffer.split(b"\r\n", 1)[1]
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.sock.settimeout(0.1)
-        self.thread.start()
-
-    def _read(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                chunk = self.sock.recv(1 << 16)
-            except TimeoutError:
-                continue
-            if not chunk:
-                break
-            self.buffer += chunk
-
-    def stop(self) -> list[list[str]]:
-        self.stopped.set()
-        self.thread.join()
-        self.sock.close()
-        commands = []
-        for line in self.buffer.decode(errors="replace").split("\r\n"):
-            head, _, rest = line.partition("] ")
-            if not rest or " lua" in head:
-                continue
-            commands.append([_unescape(a) for a in _ARG.findall(rest)])
-        return commands
-
-
-def _unescape(text: str) -> str:
-    out, i = [], 0
-    while i < len(text):
-        c = text[i]
-        if c == "\\" and i + 1 < len(text):
-            nxt = text[i + 1]
-            if nxt == "x" and i + 3 < len(text):
-                out.append(chr(int(text[i + 2 : i + 4], 16)))
-                i += 4
-                continue
-            out.append(_ESCAPES.get(nxt, nxt))
-            i += 2
-            continue
-        out.append(c)
-        i += 1
-    return "".join(out)
-
-
-def resp_size(args: list[str]) -> int:
-    """Bytes of a command in RESP, as a client sends it."""
-    size = len(f"*{len(args)}\r\n")
-    for arg in args:
-        n = len(arg.encode("latin-1", errors="replace"))
-        size += len(f"${n}\r\n") + n + 2
-    return size
-
-
 def is_checkpoint(args: list[str]) -> bool:
-    name = args[0].lower() if args else ""
-    return (name == "evalsha" and args[1] == CHECKPOINT_SHA) or (
-        name == "eval" and args[1] == scripts.source("checkpoint")
-    )
-
-
-def label(args: list[str]) -> str:
-    """What a command is, for the breakdown: the script's name, or the command and its key."""
-    name = args[0].upper()
-    if name == "EVALSHA":
-        return f"EVALSHA {SCRIPT_NAMES.get(args[1], args[1][:8])}"
-    if name in ("PUBLISH", "LPUSH", "RPUSH", "BRPOP", "ZADD", "HSET", "SET"):
-        key = args[1] if len(args) > 1 else ""
-        return f"{name} {re.sub(r'[0-9a-f]{32}', '<id>', key)[:48]}"
-    return name
+    """A call of one of the store's checkpoint scripts (``scripts.*CHECKPOINT*``)."""
+    return label(args).startswith("EVALSHA") and "CHECKPOINT" in label(args)
 
 
 def settle(history: Any, session: str, expected: int) -> None:
@@ -158,11 +67,11 @@ def settle(history: Any, session: str, expected: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.checkpoint_growth", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=5, help="turns per session size and pass (default 5)")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, quick={"repeat": 2})
 
     print_header("bench.checkpoint_growth: Redis bytes per checkpoint vs session length")
     results: dict[int, dict[str, list[float]]] = {
-        n: {"input": [], "output": [], "ckpt": [], "count": []} for n in SIZES
+        n: {"input": [], "output": [], "ckpt": [], "count": [], "records": []} for n in SIZES
     }
     breakdown: dict[str, tuple[int, int]] = {}
     with Bench("growth") as bench:
@@ -170,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         print()
         bench.worker("tasks", concurrency=1)
         runtime = bench.platform().runtime
+        store = runtime.store_for("BenchBot")
         history = runtime.history_for(runtime.agent("BenchBot"))
         for _ in range(3):  # warm-up: scripts loaded, connections open
             run_turn(runtime, "BenchBot", f"warm{uuid.uuid4().hex[:8]}")
@@ -179,10 +89,12 @@ def main(argv: list[str] | None = None) -> None:
                 session = f"g{size}-{uuid.uuid4().hex[:8]}"
                 seed(history, session, size)
                 before = info_bytes(bench.client)
-                run_turn(runtime, "BenchBot", session)
+                workflow_id, _ = start_and_wait(runtime, "BenchBot", session)
                 settle(history, session, size + 2)
                 after = info_bytes(bench.client)
-                results[size]["input"].append((after[0] - before[0]) / 5)
+                records = len(store.steps(workflow_id))
+                results[size]["records"].append(records)
+                results[size]["input"].append((after[0] - before[0]) / records)
                 results[size]["output"].append(after[1] - before[1])
             for _ in range(args.repeat):
                 session = f"m{size}-{uuid.uuid4().hex[:8]}"
@@ -214,11 +126,21 @@ def _report(results: dict[int, dict[str, list[float]]], repeat: int) -> None:
     rows = []
     for size in SIZES:
         r = results[size]
-        rows.append([size, int(median(r["count"])), median(r["ckpt"]), median(r["input"]), median(r["output"]) / 1024])
+        rows.append(
+            [
+                size,
+                int(median(r["records"])),
+                int(median(r["count"])),
+                median(r["ckpt"]),
+                median(r["input"]),
+                median(r["output"]) / 1024,
+            ]
+        )
     first, last = results[SIZES[0]], results[SIZES[-1]]
     rows.append(
         [
             f"ratio {SIZES[-1]}/{SIZES[0]}",
+            "",
             "",
             ratio(median(last["ckpt"]), median(first["ckpt"])),
             ratio(median(last["input"]), median(first["input"])),
@@ -229,9 +151,10 @@ def _report(results: dict[int, dict[str, list[float]]], repeat: int) -> None:
     print_table(
         [
             "prior messages",
+            "step records/turn",
             "checkpoints/turn",
             "checkpoint script bytes/checkpoint (MONITOR)",
-            "all bytes written/checkpoint (INFO)",
+            "all bytes written/step record (INFO)",
             "KiB read/turn (INFO)",
         ],
         rows,
@@ -242,7 +165,9 @@ def _report(results: dict[int, dict[str, list[float]]], repeat: int) -> None:
     print(
         f"  checkpoint bytes at 1,000 messages <= 1.1x those at 10: {ckpt:.2f}x -> {'met' if ckpt <= 1.1 else 'NOT met'}"
     )
-    print(f"  all bytes written per checkpoint, same ratio: {written:.2f}x -> {'met' if written <= 1.1 else 'NOT met'}")
+    print(
+        f"  all bytes written per step record, same ratio: {written:.2f}x -> {'met' if written <= 1.1 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ on a free port (:class:`~agent_platform.embedded_redis.EmbeddedRedis`, AOF on wi
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform as _platform
 import select
@@ -34,6 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 #: Variables a benchmark deployment sets or clears (never inherited from the shell).
 PLATFORM_VARS = (*ENV_FIELDS, "OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL")
 _T0 = time.monotonic()
+_QUICK = False
 
 
 def note(message: str) -> None:
@@ -76,6 +78,8 @@ def print_header(title: str) -> None:
     m = machine()
     print(f"== {title} ==")
     print(f"{m['date']} | {m['cpus']} CPUs, {m['cpu']}, {m['memory']} | Python {m['python']} | load {m['load']}")
+    if _QUICK:
+        print("--quick: small counts, a check that the benchmark runs; do not quote these figures")
     print()
 
 
@@ -99,6 +103,23 @@ def _cell(value: Any) -> str:
 
 def _numeric(text: str) -> bool:
     return bool(text) and text.replace(".", "", 1).replace("x", "").replace("-", "", 1).replace("%", "").isdigit()
+
+
+# -- arguments --------------------------------------------------------------------------
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None, quick: dict[str, Any]) -> argparse.Namespace:
+    """Parse ``argv`` with a ``--quick`` flag added: it swaps the defaults for ``quick``'s
+    smaller ones (a check that the benchmark runs, in seconds; its figures are not to be
+    quoted, and :func:`print_header` says so). An option given on the command line wins."""
+    global _QUICK
+    parser.add_argument("--quick", action="store_true", help="small counts: proves the benchmark runs (noisy figures)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        parser.set_defaults(**quick)
+        args = parser.parse_args(argv)
+        _QUICK = True
+    return args
 
 
 # -- statistics -------------------------------------------------------------------------
@@ -170,10 +191,25 @@ class ModelProcess:
 
 
 class Worker:
-    """One ``celery -A <app> worker`` process (its own session), logging to a file."""
+    """One ``celery -A <app> worker`` process (its own session), logging to a file.
 
-    def __init__(self, app: str, name: str, concurrency: int, env: dict[str, str], log_path: Path) -> None:
+    Args:
+        pool: Celery's ``-P``: ``prefork`` (default), ``threads``, ``gevent`` or ``solo``.
+        queues: Celery's ``-Q`` (default: every queue the app declares).
+    """
+
+    def __init__(
+        self,
+        app: str,
+        name: str,
+        concurrency: int,
+        env: dict[str, str],
+        log_path: Path,
+        pool: str = "prefork",
+        queues: Sequence[str] = (),
+    ) -> None:
         self.app, self.name, self.concurrency, self.env, self.log_path = app, name, concurrency, env, log_path
+        self.pool, self.queues = pool, list(queues)
         self.managed: ManagedProcess | None = None
         self.started_at = 0.0
 
@@ -189,8 +225,11 @@ class Worker:
             "--loglevel", "INFO",
             "-c", str(self.concurrency),
             "-n", f"{self.name}@%h",
+            "-P", self.pool,
             "--without-mingle", "--without-gossip",
         ]  # fmt: skip
+        if self.queues:
+            cmd += ["-Q", ",".join(self.queues)]
         self.managed = ManagedProcess(f"worker {self.name}", cmd, env=self.env, cwd=REPO, log_path=self.log_path)
         self.managed.start()
         self.started_at = time.monotonic()
@@ -272,7 +311,9 @@ class Bench:
         for name_ in PLATFORM_VARS:
             os.environ.pop(name_, None)
         os.environ.update(base)
-        self.client = redis.Redis.from_url(self.redis.url, decode_responses=True)
+        # redis-py 8 times a read out after 5 s by default, BLPOP/XREAD BLOCK included: the
+        # driver waits as long as each command says instead.
+        self.client = redis.Redis.from_url(self.redis.url, decode_responses=True, socket_timeout=None)
 
     def redis_label(self) -> str:
         """``Redis <version> (AOF <appendfsync>)`` of this deployment's server."""
@@ -289,11 +330,19 @@ class Bench:
         return f"{self.redis_label()} on 127.0.0.1 (private, started for this run); {packages}"
 
     def worker(
-        self, app: str = "tasks", concurrency: int = 1, name: str | None = None, wait: bool = True, **env: str
+        self,
+        app: str = "tasks",
+        concurrency: int = 1,
+        name: str | None = None,
+        wait: bool = True,
+        pool: str = "prefork",
+        queues: Sequence[str] = (),
+        **env: str,
     ) -> Worker:
-        """Start a ``celery -A <app> worker`` with this deployment's environment."""
+        """Start a ``celery -A <app> worker -P <pool> [-Q <queues>]`` with this deployment's
+        environment plus ``env``."""
         name = name or f"{app.replace('.', '-')}{len(self.workers) + 1}"
-        worker = Worker(app, name, concurrency, {**self.env, **env}, self.dir / f"{name}.log")
+        worker = Worker(app, name, concurrency, {**self.env, **env}, self.dir / f"{name}.log", pool, queues)
         self.workers.append(worker)
         return worker.start(wait=wait)
 
@@ -358,22 +407,41 @@ def run_turn(runtime: Any, agent: str, session_id: str, task: str = "Run the ben
     Raises:
         RuntimeError: the turn did not complete.
     """
+    return start_and_wait(runtime, agent, session_id, task)[1]
+
+
+def start_and_wait(
+    runtime: Any, agent: str, session_id: str, task: str = "Run the benchmark step.", timeout: float = 60.0
+) -> tuple[str, float]:
+    """Start one agent-platform turn and wait for it; returns its workflow id and seconds.
+
+    Raises:
+        RuntimeError: the turn did not complete.
+    """
     t0 = time.perf_counter()
     workflow_id, _ = runtime.start_workflow(agent, task, session_id=session_id)
-    record = wait_turn(runtime.store_for(agent), workflow_id)
+    record = wait_turn(runtime.store_for(agent), workflow_id, timeout)
     elapsed = time.perf_counter() - t0
     if record["kind"] != "finish":
         raise RuntimeError(f"turn {workflow_id} failed: {record}")
-    return elapsed
+    return workflow_id, elapsed
 
 
-def run_raw_turn(app: Any, client: redis.Redis, turn_id: str, task: str = "Run the benchmark step.") -> float:
-    """Start one raw-chain turn and wait for its ``finish`` (BLPOP); returns its seconds."""
+def run_raw_turn(
+    app: Any,
+    client: redis.Redis,
+    turn_id: str,
+    task: str = "Run the benchmark step.",
+    tasks: int = 5,
+    timeout: int = 60,
+) -> float:
+    """Start one raw-chain turn of ``tasks`` Celery tasks (1, 3 or 5) and wait for its end
+    (BLPOP); returns its seconds."""
     from .raw_chain import DONE_KEY, start_turn
 
     t0 = time.perf_counter()
-    start_turn(app, turn_id, task)
-    popped = client.blpop([DONE_KEY], timeout=60)
+    start_turn(app, turn_id, task, tasks)
+    popped = client.blpop([DONE_KEY], timeout=timeout)
     elapsed = time.perf_counter() - t0
     if popped is None or popped[1] != turn_id:
         raise RuntimeError(f"raw turn {turn_id} did not finish (got {popped})")

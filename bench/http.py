@@ -26,7 +26,7 @@ import httpx
 
 from agent_platform.processes import ManagedProcess, ProcessFailed, free_port, gunicorn_command
 
-from .common import REPO, Bench, note, percentile, print_header, print_table
+from .common import REPO, Bench, note, parse_args, percentile, print_header, print_table
 
 
 def start_gunicorn(bench: Bench, port: int, workers: int) -> ManagedProcess:
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", type=int, default=8, help="client threads (default 8)")
     parser.add_argument("--warmup", type=int, default=200, help="uncounted warm-up requests (default 200)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, quick={"seconds": 3.0, "warmup": 50})
 
     print_header("bench.http: POST /start-workflow through gunicorn")
     with Bench("http") as bench:

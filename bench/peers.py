@@ -2,7 +2,10 @@
 
 Both run in the benchmark's process (that is how they are used: DBOS and LangGraph run a
 workflow in the calling process, with durability in a database). Each step is what
-:mod:`bench.turn` does; the durable store is PostgreSQL (:data:`POSTGRES_URL`, database
+:mod:`bench.turn` does, in two shapes: 5 durable steps (start, llm, tool, llm, finish:
+the peers as issue 15 measured them) and 3 (llm, tool, llm: start and finish left to the
+framework's own workflow records, as agent-platform folds them into its first and last
+``llm`` task); the durable store is PostgreSQL (:data:`POSTGRES_URL`, database
 ``bench``, created if missing) or, when no PostgreSQL answers, each one's SQLite backend.
 They need the ``[bench]`` extra: ``pip install -e '.[dev,bench]'``.
 """
@@ -25,12 +28,14 @@ POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0
 
 @dataclass
 class Peer:
-    """One system under test: ``run(task)`` makes one turn; ``close()`` releases it."""
+    """One system under test: ``run(task)`` makes one turn; ``close()`` releases it;
+    ``steps``: durable steps per turn of one tool round (5 or 3)."""
 
     name: str
     store: str
     run: Callable[[str], Any]
     close: Callable[[], None]
+    steps: int = 5
 
 
 def postgres_available(url: str = POSTGRES_URL) -> str | None:
@@ -64,11 +69,18 @@ def postgres_durability(url: str = POSTGRES_URL) -> str:
 # -- DBOS -------------------------------------------------------------------------------
 
 
-def dbos_peer(url: str | None, folder: Path) -> Peer:
-    """DBOS Transact: ``@DBOS.step`` start, llm, tool, llm, finish inside one ``@DBOS.workflow``.
+def dbos_peers(
+    url: str | None, folder: Path, shapes: tuple[int, ...] = (5, 3)
+) -> tuple[list[Peer], Callable[[], None]]:
+    r"""DBOS Transact: the turn's steps as ``@DBOS.step``\ s inside one ``@DBOS.workflow``.
 
     Args:
         url: the PostgreSQL URL, or None for SQLite in ``folder``.
+        shapes: 5 (start, llm, tool, llm, finish: five steps) and/or 3 (llm, tool, llm: the
+            workflow's own start and end records stand for start and finish).
+
+    Returns:
+        One peer per shape, and the function that shuts DBOS down.
     """
     from dbos import DBOS
 
@@ -90,15 +102,21 @@ def dbos_peer(url: str | None, folder: Path) -> Peer:
     def finish_step(output: str) -> str:
         return output
 
-    @DBOS.workflow()
-    def bench_turn(task: str) -> str:
-        messages = start_step(task)
+    def tool_loop(messages: list[dict[str, Any]]) -> str:
         while True:
             reply = llm_step(messages)
             messages = [*messages, reply]
             if not reply.get("tool_calls"):
-                return finish_step(reply["content"])
+                return reply["content"]
             messages.extend(tool_step(call) for call in reply["tool_calls"])
+
+    @DBOS.workflow()
+    def bench_turn(task: str) -> str:
+        return finish_step(tool_loop(start_step(task)))
+
+    @DBOS.workflow()
+    def bench_turn_folded(task: str) -> str:
+        return tool_loop(turn.first_messages(task))
 
     DBOS(config={"name": "agent-platform-bench", "system_database_url": database, "log_level": "WARNING"})
     DBOS.launch()
@@ -106,8 +124,14 @@ def dbos_peer(url: str | None, folder: Path) -> Peer:
     def close() -> None:
         DBOS.destroy(destroy_registry=True)
 
-    version = _version("dbos")
-    return Peer(f"DBOS Transact {version}", "PostgreSQL" if url else "SQLite (no PostgreSQL)", bench_turn, close)
+    name = f"DBOS Transact {_version('dbos')}"
+    store = "PostgreSQL" if url else "SQLite (no PostgreSQL)"
+    runs = {5: bench_turn, 3: bench_turn_folded}
+    return [Peer(name, f"{store}, {SHAPE_LABEL[n]}", runs[n], lambda: None, n) for n in shapes], close
+
+
+#: How each shape of a peer's turn is labelled in the tables.
+SHAPE_LABEL = {5: "5 steps", 3: "3 steps"}
 
 
 # -- LangGraph --------------------------------------------------------------------------
@@ -119,15 +143,27 @@ class TurnState(TypedDict, total=False):
     output: str
 
 
-def _graph() -> Any:
-    """start -> llm -> (tool -> llm)* -> finish, one node per step."""
+def _graph(steps: int = 5) -> Any:
+    """start -> llm -> (tool -> llm)* -> finish, one node per step (``steps`` 5); with
+    ``steps`` 3, llm -> (tool -> llm)*, the first ``llm`` building the prompt from the task
+    and the last one's answer being the output."""
     from langgraph.graph import END, START, StateGraph
 
     def start(state: TurnState) -> TurnState:
         return {"messages": turn.first_messages(state["task"])}
 
     def llm(state: TurnState) -> TurnState:
-        return {"messages": [turn.call_model(state["messages"])]}
+        messages = state.get("messages") or []
+        if not messages:
+            first = turn.first_messages(state["task"])
+            reply = turn.call_model(first)
+            update: TurnState = {"messages": [*first, reply]}
+        else:
+            reply = turn.call_model(messages)
+            update = {"messages": [reply]}
+        if not reply.get("tool_calls") and steps == 3:
+            update["output"] = reply["content"]
+        return update
 
     def tool(state: TurnState) -> TurnState:
         return {"messages": [turn.run_tool(call) for call in state["messages"][-1]["tool_calls"]]}
@@ -136,27 +172,39 @@ def _graph() -> Any:
         return {"output": state["messages"][-1]["content"]}
 
     def route(state: TurnState) -> str:
-        return "tool" if state["messages"][-1].get("tool_calls") else "finish"
+        if state["messages"][-1].get("tool_calls"):
+            return "tool"
+        return "finish" if steps == 5 else END
 
     builder = StateGraph(TurnState)
-    for name, fn in (("start", start), ("llm", llm), ("tool", tool), ("finish", finish)):
-        builder.add_node(name, fn)
-    builder.add_edge(START, "start")
-    builder.add_edge("start", "llm")
-    builder.add_conditional_edges("llm", route, ["tool", "finish"])
+    builder.add_node("llm", llm)
+    builder.add_node("tool", tool)
+    if steps == 5:
+        builder.add_node("start", start)
+        builder.add_node("finish", finish)
+        builder.add_edge(START, "start")
+        builder.add_edge("start", "llm")
+        builder.add_conditional_edges("llm", route, ["tool", "finish"])
+        builder.add_edge("finish", END)
+    else:
+        builder.add_edge(START, "llm")
+        builder.add_conditional_edges("llm", route, ["tool", END])
     builder.add_edge("tool", "llm")
-    builder.add_edge("finish", END)
     return builder
 
 
-def langgraph_peer(url: str | None, folder: Path, durability: str = "sync") -> Peer:
+def langgraph_peers(
+    url: str | None, folder: Path, durabilities: tuple[str, ...] = ("sync", "async"), shapes: tuple[int, ...] = (5, 3)
+) -> tuple[list[Peer], Callable[[], None]]:
     """LangGraph with a Postgres checkpointer (``langgraph-checkpoint-postgres``), or its
-    SQLite one; one thread per turn.
+    SQLite one; one thread per turn; a peer per durability and shape.
 
     Args:
-        durability: ``sync`` (each step's checkpoint is written before the next step
-            starts, as agent-platform does) or ``async`` (LangGraph's default: written
+        durabilities: ``sync`` (each step's checkpoint is written before the next step
+            starts, as agent-platform does) and/or ``async`` (LangGraph's default: written
             while the next step runs).
+        shapes: 5 (a node per record: start, llm, tool, llm, finish) and/or 3 (llm, tool,
+            llm; LangGraph's own input and final checkpoints stand for start and finish).
     """
     if url:
         from langgraph.checkpoint.postgres import PostgresSaver
@@ -168,17 +216,24 @@ def langgraph_peer(url: str | None, folder: Path, durability: str = "sync") -> P
         manager = SqliteSaver.from_conn_string(str(folder / "langgraph.sqlite"))
     saver = manager.__enter__()
     saver.setup()
-    graph = _graph().compile(checkpointer=saver)
+    peers = []
+    for steps in shapes:
+        graph = _graph(steps).compile(checkpointer=saver)
+        for durability in durabilities:
 
-    def run(task: str) -> str:
-        config = {"configurable": {"thread_id": uuid.uuid4().hex}}
-        return graph.invoke({"task": task}, config, durability=durability)["output"]
+            def run(task: str, graph: Any = graph, durability: str = durability) -> str:
+                config = {"configurable": {"thread_id": uuid.uuid4().hex}}
+                return graph.invoke({"task": task}, config, durability=durability)["output"]
+
+            store = ("PostgreSQL" if url else "SQLite (no PostgreSQL)") + f", durability={durability}"
+            peers.append(
+                Peer(f"LangGraph {_version('langgraph')}", f"{store}, {SHAPE_LABEL[steps]}", run, lambda: None, steps)
+            )
 
     def close() -> None:
         manager.__exit__(None, None, None)
 
-    store = ("PostgreSQL" if url else "SQLite (no PostgreSQL)") + f", durability={durability}"
-    return Peer(f"LangGraph {_version('langgraph')}", store, run, close)
+    return peers, close
 
 
 def _version(package: str) -> str:

@@ -30,8 +30,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from .checkpoint_growth import Monitor, label
-from .common import Bench, note, print_header, print_table, run_raw_turn, run_turn
+from .common import Bench, note, parse_args, print_header, print_table, run_raw_turn, run_turn
+from .redis_cost import Monitor, label
 
 RATE = 250  # samples per second
 CATEGORIES = [
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.profile_steps", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=12, help="profiled seconds per system (default 12)")
     parser.add_argument("--monitor-turns", type=int, default=10, help="turns under MONITOR per system (default 10)")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, quick={"seconds": 4, "monitor_turns": 3})
 
     print_header("bench.profile_steps: where a turn's time goes, agent-platform vs raw Celery chain")
     with Bench("profile") as bench:

@@ -17,6 +17,8 @@ Figures, per run:
   (target: at most 15 s; it includes the 5 s the tool takes again).
 - ``duplicate checkpoints``: step records beyond the one of each step that the turn
   needs (must be 0); ``tool runs`` counts the tool's starts (2: killed, then re-run).
+  A ``lost`` record (status ``lost``: the engine's note that a run's worker died, C14)
+  is not a checkpoint of the step; ``lost-run records`` counts them (1 per kill).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import uuid
 from agent_platform.settings import Settings
 
 from .agent import SLOW_FINISHED, SLOW_STARTED
-from .common import Bench, median, note, print_header, print_table, wait_turn
+from .common import Bench, median, note, parse_args, print_header, print_table, wait_turn
 
 EXPECTED = ["start", "llm", "tool", "llm", "finish"]
 
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         default=[1.0, 2.5, 4.0],
         help="seconds into the 5 s tool step at which to kill, one run each (default 1.0 2.5 4.0)",
     )
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, quick={"kill_at": [2.5]})
 
     print_header("bench.recovery: whole-worker SIGKILL during a 5 s tool step")
     rows = []
@@ -92,15 +94,19 @@ def main(argv: list[str] | None = None) -> None:
             record = wait_turn(store, wf, timeout=60)
             done = time.monotonic()
             state = store.state(wf)
+            records = store.steps(wf)
+            lost = sum(1 for r in records if r["status"] == "lost")
             kinds = [
-                r["kind"] for r in store.steps(wf) if r["status"] != "retry" and r["kind"] not in ("event", "message")
+                r["kind"]
+                for r in records
+                if r["status"] not in ("retry", "lost") and r["kind"] not in ("event", "message")
             ]
             runs = int(client.hget(SLOW_STARTED, wf) or 0)
             ends = int(client.hget(SLOW_FINISHED, wf) or 0)
             note(f"{wf}: {state.runtime_status} ({record['kind']}), {done - killed:.1f} s after the kill")
             rows.append(
                 [kill_at, ready - killed, restarted - killed, done - killed, state.runtime_status.value, duplicates(kinds),
-                 f"{runs} started, {ends} finished", " ".join(kinds)]
+                 f"{runs} started, {ends} finished", lost, " ".join(kinds)]
             )  # fmt: skip
     print_table(
         [
@@ -111,7 +117,8 @@ def main(argv: list[str] | None = None) -> None:
             "status",
             "duplicate checkpoints",
             "tool runs",
-            "step log",
+            "lost-run records",
+            "step log (less lost runs)",
         ],
         rows,
     )

@@ -33,6 +33,7 @@ from .errors import (
     TooManyEvents,
     ValidationError,
     WorkerLost,
+    WorkflowExists,
     WorkflowNotFound,
 )
 from .llm import OpenAIChatClient
@@ -92,5 +93,6 @@ __all__ = [
     "ToolError",
     "ValidationError",
     "WorkerLost",
+    "WorkflowExists",
     "WorkflowNotFound",
 ]

@@ -96,6 +96,7 @@ class AgentRunner:
 
         Raises:
             ValidationError: the payload names no task.
+            WorkflowExists: a workflow ``instance_id`` exists (purge it first).
             ConfigurationError: dev mode could not start.
         """
         task, session_id = _task(payload)

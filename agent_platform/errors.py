@@ -44,6 +44,11 @@ class InvalidTransition(AgentPlatformError):
         self.current_status = current_status
 
 
+class WorkflowExists(InvalidTransition):
+    """Raised when a start names the instance id of a workflow that exists (purge it first),
+    as Dapr refuses to schedule a workflow under an instance id in use."""
+
+
 class TooManyEvents(AgentPlatformError):
     """Raised when a workflow already holds ``max_events_per_workflow`` events it did not wait for."""
 

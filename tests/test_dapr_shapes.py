@@ -124,3 +124,40 @@ def test_the_shapes_follow_the_sidecar_rules() -> None:
         "dapr.workflow.input": '{"task": "hi"}',
         "dapr.workflow.custom_status": '"x"',
     }
+
+
+def test_start_with_the_instance_id_of_an_existing_workflow_is_refused(api: Api, model: ScriptedModel) -> None:
+    """``start?instanceID=<an existing id>`` -> 409 ``workflow_exists`` (Dapr refuses to reuse
+    an instance id), and the existing workflow is untouched: a COMPLETED one keeps its
+    input, output and step log; a RUNNING one completes once; its session still serves
+    the next turn. (It used to rewrite the workflow to PENDING, where it stayed forever,
+    and queue it in the session a second time, blocking that session for good.)"""
+    model.add(text("First answer."))
+    start = "/v1.0/workflows/dapr/TravelBuddy/start?instanceID="
+    assert api.http.post(start + "dapr-reuse-1", json={"task": "first"}).status_code == 202
+    done = api.wait_status("dapr-reuse-1")
+    assert done["runtime_status"] == "COMPLETED"
+
+    again = api.http.post(start + "dapr-reuse-1", json={"task": "second"})
+    assert again.status_code == 409, again.text
+    assert again.json()["error"]["code"] == "workflow_exists"
+    assert again.json()["error"]["current_status"] == "COMPLETED"
+    after = api.status("dapr-reuse-1")
+    assert (after["runtime_status"], after["input"], after["output"]) == ("COMPLETED", "first", "First answer.")
+    assert [s["kind"] for s in api.steps("dapr-reuse-1")] == ["start", "llm", "finish"]
+
+    model.add(delay(2, text("Slow answer.")))
+    assert api.http.post(start + "dapr-reuse-2", json={"task": "slow"}).status_code == 202
+    api.wait_status("dapr-reuse-2", ("RUNNING",))
+    clash = api.http.post(start + "dapr-reuse-2", json={"task": "clash"})
+    assert clash.status_code == 409 and clash.json()["error"]["code"] == "workflow_exists"
+    assert api.wait_status("dapr-reuse-2")["output"] == "Slow answer."
+
+    model.add(text("Next turn."))  # the session of both (the agent's default) is free
+    assert api.wait_status(api.start_turn("next"))["output"] == "Next turn."
+    # a purged id may be used again, as a fresh workflow
+    assert api.http.post("/v1.0/workflows/dapr/dapr-reuse-1/purge").status_code == 202
+    model.add(text("Fresh."))
+    assert api.http.post(start + "dapr-reuse-1", json={"task": "fresh"}).status_code == 202
+    fresh = api.wait_status("dapr-reuse-1")
+    assert (fresh["runtime_status"], fresh["input"], fresh["output"]) == ("COMPLETED", "fresh", "Fresh.")

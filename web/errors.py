@@ -21,6 +21,7 @@ STATUS_OF: dict[type[Exception], tuple[int, str]] = {
     errors.ValidationError: (400, "invalid_request"),
     errors.WorkflowNotFound: (404, "workflow_not_found"),
     errors.AgentNotFound: (404, "agent_not_found"),
+    errors.WorkflowExists: (409, "workflow_exists"),
     errors.InvalidTransition: (409, "invalid_transition"),
     errors.IdempotencyConflict: (409, "idempotency_conflict"),
     errors.TooManyEvents: (409, "too_many_events"),

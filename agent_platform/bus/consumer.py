@@ -33,7 +33,7 @@ import redis
 
 from .. import keys
 from ..engine import control
-from ..errors import AgentPlatformError, BusError, InvalidTransition, WorkflowNotFound
+from ..errors import AgentPlatformError, BusError, InvalidTransition, WorkflowExists, WorkflowNotFound
 from ..supervision import fault_point, supervise
 from .dedup import BUSY, DONE, Dedup, derived_workflow_id
 from .messages import AgentTaskResponse, BroadcastMessage, CloudEvent, TriggerAction, parse_envelope
@@ -180,9 +180,12 @@ class AgentConsumer(threading.Thread):
         metadata = {**message.metadata, "bus": {"message_id": event.id, "source": event.source}}
         if message.reply_to is not None:
             metadata["reply_to"] = message.reply_to.model_dump()
-        self.runtime.start_workflow(
-            self.agent.name, message.task, session_id=message.session_id, metadata=metadata, workflow_id=workflow_id
-        )
+        try:
+            self.runtime.start_workflow(
+                self.agent.name, message.task, session_id=message.session_id, metadata=metadata, workflow_id=workflow_id
+            )
+        except WorkflowExists:  # another consumer started it between the check and the start
+            return "duplicate"
         log.info("message %s from %s started workflow %s of %s", event.id, event.source, workflow_id, self.agent.name)
         return "started"
 

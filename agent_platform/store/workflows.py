@@ -21,7 +21,7 @@ from typing import Any
 from redis.exceptions import NoScriptError
 
 from ..connections import block_ms_within, stream_entries
-from ..errors import IdempotencyConflict, InvalidTransition, TooManyEvents, WorkflowNotFound
+from ..errors import IdempotencyConflict, InvalidTransition, TooManyEvents, WorkflowExists, WorkflowNotFound
 from ..ids import validate_id
 from ..keys import WorkflowKeys
 from .queries import WorkflowQueries
@@ -190,7 +190,7 @@ class WorkflowStore(WorkflowQueries):
         self.client = client
         self.keys = WorkflowKeys(prefix, state_key)
         self.base = self.keys.base
-        names = ("open_step", "checkpoint", "renew", "release", "void_lease", "control", "raise_event")
+        names = ("create", "open_step", "checkpoint", "renew", "release", "void_lease", "control", "raise_event")
         self._scripts = {name: client.register_script(source(name)) for name in names}
 
     def key(self, workflow_id: str, part: str) -> str:
@@ -236,6 +236,7 @@ class WorkflowStore(WorkflowQueries):
 
         Raises:
             IdempotencyConflict: the key was used with a different request.
+            WorkflowExists: a workflow ``workflow_id`` exists (any status; a purged id is free).
             ValidationError: an id is not valid.
         """
         validate_id(workflow_id, "workflow id")
@@ -271,8 +272,15 @@ class WorkflowStore(WorkflowQueries):
             "metadata": json.dumps(metadata or {}),
             **({"callback_url": callback_url} if callback_url else {}),
         }
+        args = [item for pair in fields.items() for item in pair]
+        existing = self._run("create", [self.key(workflow_id, "meta"), self.key(workflow_id, "steps")], args)
+        if existing != 1:
+            if idempotency_key is not None:
+                self.client.delete(idem)  # the key was not used: no workflow was created
+            raise WorkflowExists(
+                f"a workflow {workflow_id!r} exists ({existing or 'its step log'}); purge it first", existing or None
+            )
         pipe = self.client.pipeline(transaction=False)
-        pipe.hset(self.key(workflow_id, "meta"), mapping=fields)
         pipe.zadd(self.keys.index, {workflow_id: now_ms()})
         pipe.zadd(self.keys.active, {workflow_id: now_ms() + int(due_in * 1000)})
         pipe.rpush(self.keys.session(agent, session_id), workflow_id)

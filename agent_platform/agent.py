@@ -66,7 +66,7 @@ class AssistantAgent:
         system_prompt: str | None = None,
         local_steps: bool | None = None,
     ) -> None:
-        if not NAME_RE.match(name or ""):
+        if not NAME_RE.fullmatch(name or ""):  # fullmatch: "$" passes a final newline
             raise ConfigurationError(f"agent name {name!r} must be 1-64 letters, digits, '_', '.' or '-'")
         if max_iterations < 1:
             raise ConfigurationError(f"agent {name}: max_iterations must be >= 1")

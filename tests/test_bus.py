@@ -166,3 +166,24 @@ def test_agents_show_a_fresh_heartbeat_while_their_worker_runs_and_stale_after(d
     listed = agents()
     assert listed["HotelFinder"]["registered"] is True and listed["HotelFinder"]["heartbeat_at"]
     assert listed["FlightFinder"]["stale"] is False
+
+
+def test_a_trigger_whose_session_id_ends_in_a_newline_is_dropped_and_names_no_key(
+    deploy: BusDeployment, redis_client: redis.Redis
+) -> None:
+    """A ``session_id`` is a validated id before it goes into a Redis key, whatever the
+    path: ``"trip\\n"`` passed the check (Python's ``$`` matches before a final newline),
+    so a TriggerAction started a turn in a session key ending in a newline, apart from
+    the session ``trip``. It is dropped as invalid, as ``"trip*"`` is; the next message
+    is served."""
+    bus = deploy.bus().start()
+    topics = StreamBus(redis_client)
+    for message_id, session_id in (("order-nl", "trip\n"), ("order-star", "trip*"), ("order-ok", "trip")):
+        event = envelope(TriggerAction(task="Find flights to Rome", session_id=session_id), "test/pub", message_id)
+        topics.publish("FlightFinder", event, group="FlightFinder")
+    served = derived_workflow_id("FlightFinder", "order-ok")
+    wait_until(lambda: deploy.platform.api.http.get(f"/workflows/{served}").status_code == 200, 30, message="order-ok")
+    assert deploy.platform.api.wait_status(served, timeout=30)["runtime_status"] == "COMPLETED"
+    assert [s.instance_id for s in deploy.flight_workflows()] == [served]
+    assert bus.count(r"dropped message order-nl ") == 1 and bus.count(r"dropped message order-star ") == 1
+    assert [k for k in redis_client.scan_iter(count=1000) if "\n" in k] == []

@@ -120,3 +120,32 @@ def test_a_purged_turn_does_not_block_its_session(api: Api, model: ScriptedModel
     redis_client.lpush(session_key, first)  # even if a purge raced with the crash
     second = api.start_turn("two", session_id="purged")
     assert api.wait_status(second, timeout=20)["runtime_status"] == "COMPLETED"
+
+
+def test_json_bodies_with_a_lone_surrogate_are_400_and_reach_no_page(api: Api, model: ScriptedModel) -> None:
+    """A ``\\ud800``-``\\udfff`` escape that is not half of a pair is not Unicode text (RFC 8259
+    section 8.2): ``metadata`` or a raised event holding one was stored, and the run's
+    inspector page then answered 500 (UTF-8 cannot encode it). Such a body is now a 400
+    ``invalid_json`` on every JSON route; a proper pair (an emoji) still passes."""
+    http = api.http
+    json_type = {"Content-Type": "application/json"}
+    model.add(text("Bonjour."))
+    pair = b'{"task": "hello", "session_id": "surrogates", "metadata": {"mood": "\\ud83d\\ude00"}}'
+    started = http.post("/start-workflow", content=pair, headers=json_type)
+    assert started.status_code == 202, started.text
+    wf = started.json()["workflow_instance_id"]
+    api.wait_status(wf)
+    assert api.status(wf)["metadata"] == {"mood": "\U0001f600"}
+    lone = [
+        ("/start-workflow", b'{"task": "x", "metadata": {"note": "\\udfff"}}'),
+        ("/start-workflow", b'{"task": "x", "metadata": {"\\ud800": 1}}'),
+        ("/agent/run", b'{"task": "x", "session_id": "s", "agent": "TravelBuddy\\udfff"}'),
+        (f"/workflows/{wf}/raise-event/nudge", b'{"text": "a \\ud83d b"}'),
+        (f"/v1.0/workflows/dapr/{wf}/raiseEvent/nudge", b'"\\ude00"'),
+        ("/v1.0/workflows/dapr/TravelBuddy/start", b'{"task": "x \\udfff"}'),
+    ]
+    for path, body in lone:
+        response = http.post(path, content=body, headers=json_type)
+        assert response.status_code == 400, (path, response.text)
+        assert response.json()["error"]["code"] == "invalid_json"
+    assert http.get(f"/ui/workflows/{wf}").status_code == 200

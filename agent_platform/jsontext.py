@@ -10,7 +10,10 @@ tool's result is converted once, before it is checkpointed, by :func:`to_jsonabl
   invalid byte replaced by U+FFFD (so text read from a subprocess or an HTTP body stays
   readable for the model; return base64 yourself to keep binary data exact);
 - pydantic models, dataclasses, dates, UUIDs, Decimals... become JSON types as pydantic
-  serialises them (``to_jsonable_python``); anything else becomes ``str(value)``.
+  serialises them (``to_jsonable_python``); anything else becomes ``str(value)``;
+- a lone UTF-16 surrogate in a string (``"\\ud800"``, valid JSON syntax but not Unicode
+  text, RFC 8259 section 8.2) becomes U+FFFD, as an invalid byte does (:func:`unicode_text`;
+  the model client applies it to every reply too, since Redis's JSON decoder refuses it).
 
 The conversion never fails: a result it cannot encode at all is replaced by a text
 naming its type, and the tool still counts as successful. :func:`dumps` is the strict
@@ -28,7 +31,7 @@ from typing import Any
 import pydantic
 from pydantic_core import to_jsonable_python
 
-__all__ = ["dumps", "finite", "to_jsonable"]
+__all__ = ["dumps", "finite", "to_jsonable", "unicode_text"]
 
 _logger = logging.getLogger(__name__)
 _BYTES = (bytes, bytearray, memoryview)
@@ -45,7 +48,7 @@ def to_jsonable(value: Any) -> Any:
             plain = to_jsonable_python(value, fallback=str)
         except ValueError:  # bytes that are not UTF-8 somewhere inside (pydantic refuses them)
             plain = to_jsonable_python(_decoded(value), fallback=str)
-        return finite(plain)
+        return unicode_text(finite(plain))
     except Exception as exc:  # noqa: BLE001 - a result is never lost to its encoding
         _logger.warning("a result of type %s could not be encoded as JSON: %s", type(value).__name__, exc)
         return f"<a {type(value).__name__} that cannot be encoded as JSON: {exc}>"[:2000]
@@ -59,6 +62,25 @@ def finite(value: Any) -> Any:
         return {k: finite(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [finite(v) for v in value]
+    return value
+
+
+def unicode_text(value: Any) -> Any:
+    """``value`` (JSON types) with each lone UTF-16 surrogate in a string or key replaced by
+    U+FFFD; a pair split in two code points (two streamed pieces) is joined into its character.
+    """
+    if isinstance(value, str):
+        if value.isascii():
+            return value
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        return value
+    if isinstance(value, dict):
+        return {unicode_text(k): unicode_text(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [unicode_text(v) for v in value]
     return value
 
 

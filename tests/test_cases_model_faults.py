@@ -247,3 +247,27 @@ def test_c19_an_empty_model_reply_completes_the_turn_with_an_empty_output(
     assert strict_model.rejections == []
     sent = [(m["role"], m["content"]) for m in strict_model.requests[1]["messages"][1:]]
     assert sent == [("user", "Say nothing"), ("assistant", ""), ("user", "Say something")]
+
+
+def test_lone_surrogates_from_the_model_or_a_tool_become_u_fffd_and_the_turn_completes(
+    api: Api, strict_model: ScriptedModel, redis_client: redis.Redis
+) -> None:
+    """A reply whose JSON holds a lone ``\\ud800``-``\\udfff`` escape (valid JSON, not Unicode
+    text) and a tool result holding one are checkpointed with U+FFFD in its place, as
+    invalid bytes are (C15). Before, Redis's JSON decoder refused the checkpoint, each run
+    ended as a ``lost`` record, and the turn FAILED after three model calls as
+    ``WorkerLost`` although no worker had died. A proper pair (an emoji) is kept."""
+    strict_model.add(tool_call("lookup_city", {"city": "Par\ud800is"}), text("Bad \udfff text \U0001f600"))
+    wf = api.start_turn("Which city?", session_id="surrogates", agent=FAULTS)
+    status = api.wait_status(wf, timeout=60)
+
+    assert status["runtime_status"] == "COMPLETED", status
+    assert status["output"] == "Bad \ufffd text \U0001f600"
+    steps = api.steps(wf)
+    assert [(s["kind"], s["status"]) for s in steps] == [
+        ("start", "ok"), ("llm", "ok"), ("tool", "ok"), ("llm", "ok"), ("finish", "ok")
+    ]  # fmt: skip
+    assert steps[2]["data"]["result"] == {"city": "Par\ufffdis", "country": "somewhere"}
+    assert [r["arguments"]["city"] for r in tool_runs(redis_client, "lookup_city")] == ["Par\ud800is"]  # ran once
+    assert strict_model.calls == 2 and strict_model.rejections == []
+    assert api.http.get(f"/ui/workflows/{wf}").status_code == 200

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import json
-import re
 from typing import Any
 
 from flask import Response, request
@@ -16,39 +14,17 @@ from agent_platform.settings import Settings
 
 from .body import has_body, read_body
 from .errors import error_response, install_error_handlers
-from .json_provider import StrictJSONProvider
+from .json_provider import StrictJSONProvider, strict_loads
 
 __all__ = ["create_app"]
 
 JSON_METHODS = ("POST", "PUT", "PATCH")
-#: A JSON escape of a UTF-16 surrogate (``\\ud800``-``\\udfff``).
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _validation_error(exc: PydanticValidationError) -> Response:
     problems = [{"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]} for err in exc.errors()]
     text = "; ".join(f"{p['field'] or '(body)'}: {p['message']}" for p in problems)
     return error_response(422, "validation_error", text, details=problems)
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number (RFC 8259)")
-
-
-def _check_text(value: Any) -> None:
-    """Raise ValueError if a string (or key) of the parsed body holds a lone surrogate.
-
-    ``\\ud800``-``\\udfff`` escapes that are not a pair are valid JSON syntax but not
-    Unicode text (RFC 8259 section 8.2): UTF-8 cannot encode them, so a page or a Lua
-    script given one later fails. Rare, so the body is re-encoded only when it has one.
-    """
-    text = request.get_data(cache=True)
-    if not _SURROGATE_ESCAPE.search(text):
-        return
-    try:
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(f"a lone surrogate ({exc.object[exc.start]!a}) is not Unicode text (RFC 8259 8.2)") from None
 
 
 def create_app(test_config: dict[str, Any] | None = None, runtime: Runtime | None = None) -> OpenAPI:
@@ -102,7 +78,7 @@ def create_app(test_config: dict[str, Any] | None = None, runtime: Runtime | Non
             if not request.is_json:
                 return error_response(415, "unsupported_media_type", "send the body as application/json")
             try:
-                _check_text(json.loads(request.get_data(cache=True), parse_constant=_reject_constant))
+                strict_loads(request.get_data(cache=True))
             except (ValueError, RecursionError) as exc:
                 detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
                 return error_response(400, "invalid_json", f"the body is not valid JSON: {detail}")

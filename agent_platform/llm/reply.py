@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import MalformedReply
+from ..jsontext import unicode_text
 from ..tool import arguments_text
 
 
@@ -153,6 +154,7 @@ def parse_chat_completion(body: Any, id_prefix: str = "call") -> AssistantReply:
             attempt. A well-formed reply of nothing (empty or null ``content``, no tool
             call) is a reply, not a fault: a deterministic server would send it again.
     """
+    body = unicode_text(body)  # a lone surrogate escape would make the checkpoint fail
     try:
         choice = body["choices"][0]
         message = choice["message"] if "message" in choice else {}

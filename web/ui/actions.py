@@ -8,7 +8,6 @@ the run page (303, Post/Redirect/Get); a refusal is an error page with the API's
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from flask import current_app, redirect, request, url_for
@@ -18,6 +17,7 @@ from agent_platform.engine import control
 from agent_platform.errors import ValidationError
 from agent_platform.store.state import TERMINAL
 
+from ..json_provider import strict_loads
 from ..schemas import StartWorkflowRequest, TerminateRequest
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ def install(blueprint: Blueprint) -> None:
         if len(text) > MAX_PAYLOAD_CHARS:
             raise ValidationError(f"the payload is longer than {MAX_PAYLOAD_CHARS} characters")
         try:
-            payload = json.loads(text) if text else None
+            payload = strict_loads(text) if text else None
         except ValueError as exc:
             raise ValidationError(f"the payload is not valid JSON: {exc}") from exc
         control.raise_event(runtime(), workflow_id, request.form.get("event", ""), payload, worker="ui")

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from agent_platform.jsontext import unicode_text
+
 #: A value longer than this many characters, or lines, is folded behind a one-line preview.
 FOLD_CHARS = 800
 FOLD_LINES = 16
@@ -67,7 +69,7 @@ def _json_container(text: str) -> Any:
         value = json.loads(stripped)
     except ValueError:
         return None
-    return value if isinstance(value, (dict, list)) else None
+    return unicode_text(value) if isinstance(value, (dict, list)) else None  # lone surrogates: U+FFFD
 
 
 def short(value: Any, limit: int = 90) -> str:

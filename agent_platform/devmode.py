@@ -191,7 +191,7 @@ class DevMode:
         else a private redis-server (``REDIS_URL`` then points every component at it)."""
         if env.get("REDIS_URL"):
             self.runtime = Runtime(Settings.from_env(env), agents=self.agents)
-            self.redis_note = "redis      $REDIS_URL"
+            self.redis_note = f"redis      {', '.join(_redis_urls(self.runtime, redacted=True))}  ($REDIS_URL)"
             return
         settings = Settings.from_env(env)
         found = load_components(settings.components_path, env)

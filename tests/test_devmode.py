@@ -24,6 +24,7 @@ from .dev_helpers import (
     wait_final,
     wait_web,
 )
+from .ops_helpers import PasswordRedis
 from .workers import wait_until
 
 
@@ -88,6 +89,36 @@ def test_sigterm_mid_turn_then_restart_resumes_and_leaves_nothing_behind(tmp_pat
         proc.kill()
         kill_all(seen)
         model.stop()
+
+
+def test_dev_mode_names_the_redis_of_redis_url_with_its_password_masked(tmp_path: Path) -> None:
+    """With ``REDIS_URL`` set (``.env``, a deployment's Redis), dev mode's first line names
+    that Redis, password masked (``redis://:***@host``), not the text ``$REDIS_URL``; a turn
+    then runs on it, and the password appears nowhere in what dev mode prints (C17's rule:
+    secrets never logged)."""
+    password = "s3cret-dev-pw"
+    server = PasswordRedis(tmp_path / "redis", password)
+    model = ScriptedModel([text("Hello from Lisbon.")]).start()
+    env = dev_env(tmp_path, REDIS_URL=server.url, OPENAI_BASE_URL=model.base_url)
+    log = tmp_path / "dev.log"
+    proc = start_dev("tests.agents_dev:sleepy", env, log)
+    seen: set[int] = set()
+    try:
+        wait_web(proc, env)
+        first = log.read_text().splitlines()[0]
+        assert f"@127.0.0.1:{server.port}/0  ($REDIS_URL)" in first and password not in first, first
+        with httpx.Client(base_url=base_url(env), timeout=10) as http:
+            wf = http.post("/start-workflow", json={"task": "Lisbon?"}).json()["workflow_instance_id"]
+            assert wait_final(http, f"/workflows/{wf}", 30)["runtime_status"] == "COMPLETED"
+        seen = family(proc)
+        assert sigterm_and_wait(proc) == 0
+        assert_all_gone(seen)
+        assert password not in log.read_text()
+    finally:
+        proc.kill()
+        kill_all(seen)
+        model.stop()
+        server.stop()
 
 
 def _read_steps_offline(tmp_path: Path, wf: str) -> list[dict]:

@@ -13,16 +13,15 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import redis
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
-
 from .agent import AssistantAgent
-from .components import ComponentSet, default_redis_url, get_component, load_components, redis_target
+from .broker import BrokerTarget, broker_target
+from .components import ComponentSet, RedisTarget, default_redis_url, get_component, load_components, redis_target
 from .engine.dispatch import Dispatcher, StepMessage
 from .errors import AgentNotFound, ConfigurationError, WorkflowNotFound
 from .ids import new_workflow_id, validate_id
 from .memory.base import SessionHistory
+from .redis_clients import connect
+from .redis_clients import redis_client as redis_client  # re-exported: the one-server client
 from .settings import Settings
 from .store.workflows import WorkflowStore
 
@@ -71,20 +70,6 @@ def _importable_cwd() -> None:
         sys.path.insert(0, cwd)
 
 
-def redis_client(url: str) -> redis.Redis:
-    """A redis-py client that survives a Redis restart: retries connection errors with
-    exponential backoff (redis-py's ``Retry``), TCP keepalive, periodic health checks."""
-    return redis.Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_keepalive=True,
-        socket_connect_timeout=5,
-        health_check_interval=15,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=12),
-        retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
-    )
-
-
 class Runtime:
     """Everything a process needs to run or serve workflows.
 
@@ -108,7 +93,7 @@ class Runtime:
         self.worker = worker
         self.components: ComponentSet = load_components(self.settings.components_path)
         self._apply_model_component()
-        self._clients: dict[str, redis.Redis] = {}
+        self._clients: dict[RedisTarget, Any] = {}
         self._stores: dict[tuple[str, str], WorkflowStore] = {}
         self._histories: dict[str, SessionHistory] = {}
         self._lock = threading.Lock()
@@ -136,39 +121,50 @@ class Runtime:
             client.close()
 
     # -- connections --------------------------------------------------------------------
-    def target_for(self, store_name: str) -> tuple[str, str]:
-        """``(redis_url, key_prefix)`` of a ``state.redis``/``pubsub.redis`` component.
+    def target_for(self, store_name: str) -> RedisTarget:
+        """Where a ``state.redis``/``pubsub.redis`` component points (URL, key prefix, topology).
 
         With no components folder at all, every store is the default Redis
         (``REDIS_URL`` or localhost) with no prefix.
 
         Raises:
-            ComponentError: the folder exists but has no such Redis component.
+            ComponentError: the folder exists but has no such Redis component, or the
+                component is malformed.
         """
         env = _env(self.settings)
         if not self.components and not self.components.skipped:
-            return default_redis_url(env), ""
+            return RedisTarget(default_redis_url(env), "")
         component = get_component(self.components, store_name, ("state.redis", "pubsub.redis"))
-        target = redis_target(component, env)
-        return target.url, target.key_prefix
+        return redis_target(component, env)
 
-    def redis_for(self, store_name: str) -> tuple[redis.Redis, str]:
-        """``(client, key_prefix)`` for a component (one client per distinct URL)."""
-        url, prefix = self.target_for(store_name)
+    def redis_for(self, store_name: str) -> tuple[Any, str]:
+        """``(client, key_prefix)`` for a component: a ``redis.Redis`` (one server, or the
+        primary behind Sentinel) or a ``redis.cluster.RedisCluster``; one client per
+        distinct target, shared by the components that name the same Redis."""
+        target = self.target_for(store_name)
+        identity = RedisTarget(target.url, "", target.topology, target.hosts, target.master_name)
         with self._lock:
-            client = self._clients.get(url)
+            client = self._clients.get(identity)
             if client is None:
-                client = self._clients[url] = redis_client(url)
-        return client, prefix
+                client = self._clients[identity] = connect(target)
+        return client, target.key_prefix
+
+    def broker(self) -> BrokerTarget:
+        """The Celery broker (URL, kind, transport options): ``CELERY_BROKER_URL`` /
+        ``AGENT_PLATFORM_BROKER_URL``, else the first agent's state store (see
+        :func:`agent_platform.broker.broker_target`).
+
+        Raises:
+            ConfigurationError: no broker can be used (a Redis Cluster state store and no
+                broker URL; a Sentinel URL without ``master_name``; bad transport options).
+        """
+        agent = next(iter(self.agents.values()), None)
+        store = self.target_for(agent.state_store_name) if agent is not None else None
+        return broker_target(self.settings, store or RedisTarget(default_redis_url(_env(self.settings)), ""))
 
     def broker_url(self) -> str:
-        """The Celery broker: ``settings.broker_url``, else the first agent's state store."""
-        if self.settings.broker_url:
-            return self.settings.broker_url
-        agent = next(iter(self.agents.values()), None)
-        if agent is None:
-            return default_redis_url(_env(self.settings))
-        return self.target_for(agent.state_store_name)[0]
+        """The Celery broker's URL (see :meth:`broker`)."""
+        return self.broker().url
 
     def store_for(self, agent: AssistantAgent | str) -> WorkflowStore:
         """The workflow store of an agent (shared by agents with the same component and key)."""

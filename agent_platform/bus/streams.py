@@ -20,6 +20,7 @@ from typing import Any
 
 import redis
 
+from ..redis_clients import is_cluster
 from .messages import CloudEvent
 
 FIELD = "event"
@@ -100,12 +101,27 @@ class StreamBus:
         """New entries of ``topics`` for ``consumer`` of ``group`` (``XREADGROUP ... BLOCK``).
 
         Every topic must have the group (see :meth:`ensure_group`). Waits up to
-        ``block_ms`` when there is nothing; returns [] then.
+        ``block_ms`` when there is nothing; returns [] then. On Redis Cluster the topics'
+        streams live in different slots, and one ``XREADGROUP`` may only name keys of one
+        slot: each topic is read on its own, first without blocking, then blocking on each
+        in turn for a share of ``block_ms``.
         """
-        reply = self.client.xreadgroup(group, consumer, {self.key(t): ">" for t in topics}, count=count, block=block_ms)
-        by_key = {self.key(t): t for t in topics}
+        keys = {self.key(t): t for t in topics}
+        if not is_cluster(self.client) or len(keys) == 1:
+            return self._read(keys, group, consumer, count, block_ms)
+        for block in (None, max(1, block_ms // len(keys))):
+            for key, topic in keys.items():
+                found = self._read({key: topic}, group, consumer, count, block)
+                if found:
+                    return found
+        return []
+
+    def _read(
+        self, keys: dict[str, str], group: str, consumer: str, count: int, block_ms: int | None
+    ) -> list[Delivery]:
+        reply = self.client.xreadgroup(group, consumer, dict.fromkeys(keys, ">"), count=count, block=block_ms)
         return [
-            Delivery(by_key[key], entry_id, (fields or {}).get(FIELD))
+            Delivery(keys[key], entry_id, (fields or {}).get(FIELD))
             for key, entries in reply or []
             for entry_id, fields in entries
         ]

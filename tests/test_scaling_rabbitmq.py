@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import datetime
 
 import pytest
 import redis
@@ -25,6 +26,10 @@ from .topologies import RabbitVhost, require_rabbitmq, topology_env
 from .workers import wait_until
 
 QUEUES = ("agent.TravelBuddy", "agent.OpsBuddy")
+
+
+def _time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +97,9 @@ def test_llm_retry_countdown_goes_through_native_delayed_delivery(
     ], steps  # fmt: skip
     assert chain_problems(steps) == []
     assert model.calls == 3
+    # the backoff (at most 0.2 s here) was rounded up to native delayed delivery's 1 s
+    waited = _time(steps[2]["started_at"]) - _time(steps[1]["finished_at"])
+    assert waited.total_seconds() >= 0.95, (steps[1], steps[2])
     log = platform.stack.logs(since_mark=True)
     assert "ValueError" not in log and "Direct exchanges are not supported" not in log, log[-4000:]
 

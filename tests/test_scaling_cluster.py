@@ -24,19 +24,16 @@ from agent_platform.testing import ScriptedModel, text, tool_call
 
 from .agents_failures import tool_events
 from .bus_helpers import BusProcess
-from .helpers import Api, Platform, running_platform
-from .scaling_cases import AGENTS, FAST_RECOVERY, assert_turn_once, paris_turn, sigkill_mid_tool
-from .topologies import RedisClusterServers, topology_env, write_components
+from .helpers import Api, Platform
+from .scaling_cases import FAST_RECOVERY, assert_turn_once, paris_turn, sigkill_mid_tool
+from .topologies import RedisClusterServers, topology_platform, write_components
 from .workers import wait_until
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
-    servers = RedisClusterServers(tmp_path_factory.mktemp("cluster"))
-    try:
-        yield servers.start()
-    finally:
-        servers.stop()
+    with RedisClusterServers(tmp_path_factory.mktemp("cluster")) as servers:
+        yield servers
 
 
 @pytest.fixture(scope="module")
@@ -47,16 +44,15 @@ def platform(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Platform]:
     components = write_components(tmp_path_factory.mktemp("components-cluster"), cluster.hosts, redisType="cluster")
-    env = topology_env(
+    with topology_platform(
+        tmp_path_factory,
+        "cluster",
         redis_server.url,
         model_server.base_url,
-        AGENTS,
         components,
         AGENT_PLATFORM_BROKER_URL=redis_server.url,  # kombu has no Redis Cluster transport
-        AGENT_PLATFORM_BUS_BLOCK="0.2",
         **FAST_RECOVERY,
-    )
-    with running_platform(env, tmp_path_factory.mktemp("workers-cluster"), workers=1, concurrency=2) as deployment:
+    ) as deployment:
         yield deployment
 
 

@@ -20,9 +20,9 @@ from agent_platform.embedded_redis import EmbeddedRedis
 from agent_platform.testing import ScriptedModel, error, text, tool_call
 
 from .agents_failures import tool_events
-from .helpers import Api, Platform, chain_problems, running_platform
-from .scaling_cases import AGENTS, FAST_RECOVERY, paris_turn, sigkill_mid_tool
-from .topologies import RabbitVhost, require_rabbitmq, topology_env
+from .helpers import Api, Platform, chain_problems
+from .scaling_cases import FAST_RECOVERY, paris_turn, sigkill_mid_tool
+from .topologies import RabbitVhost, require_rabbitmq, topology_platform
 from .workers import wait_until
 
 QUEUES = ("agent.TravelBuddy", "agent.OpsBuddy")
@@ -49,15 +49,15 @@ def platform(
     model_server: ScriptedModel,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Platform]:
-    env = topology_env(
+    with topology_platform(
+        tmp_path_factory,
+        "rabbitmq",
         redis_server.url,
         model_server.base_url,
-        AGENTS,
         AGENT_PLATFORM_BROKER_URL=vhost.url,
         AGENT_PLATFORM_LLM_BACKOFF_MAX="0.2",
         **FAST_RECOVERY,
-    )
-    with running_platform(env, tmp_path_factory.mktemp("workers-rabbitmq"), workers=1, concurrency=2) as deployment:
+    ) as deployment:
         yield deployment
 
 

@@ -21,19 +21,16 @@ from agent_platform.embedded_redis import EmbeddedRedis
 from agent_platform.testing import ScriptedModel, text, tool_call
 
 from .agents_failures import tool_events
-from .helpers import Api, Platform, clean_redis, running_platform
-from .scaling_cases import AGENTS, FAST_RECOVERY, assert_turn_once, paris_turn, sigkill_mid_tool
-from .topologies import MASTER_NAME, RedisSentinelServers, topology_env, write_components
+from .helpers import Api, Platform, clean_redis
+from .scaling_cases import FAST_RECOVERY, assert_turn_once, paris_turn, sigkill_mid_tool
+from .topologies import MASTER_NAME, RedisSentinelServers, topology_platform, write_components
 from .workers import wait_until
 
 
 @pytest.fixture(scope="module")
 def sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSentinelServers]:
-    servers = RedisSentinelServers(tmp_path_factory.mktemp("sentinel"))
-    try:
-        yield servers.start()
-    finally:
-        servers.stop()
+    with RedisSentinelServers(tmp_path_factory.mktemp("sentinel")) as servers:
+        yield servers
 
 
 @pytest.fixture(scope="module")
@@ -46,17 +43,17 @@ def platform(
     components = write_components(
         tmp_path_factory.mktemp("components-sentinel"), sentinel.hosts, failover="true", sentinelMasterName=MASTER_NAME
     )
-    env = topology_env(
+    with topology_platform(
+        tmp_path_factory,
+        "sentinel",
         redis_server.url,
         model_server.base_url,
-        AGENTS,
         components,
         AGENT_PLATFORM_BROKER_URL=sentinel.broker_url,
         AGENT_PLATFORM_BROKER_TRANSPORT_OPTIONS=json.dumps({"master_name": MASTER_NAME}),
         # the lease TTL stays at its default: a failover (~3 s) must not outlast it
         **{**FAST_RECOVERY, "AGENT_PLATFORM_LEASE_TTL": "10"},
-    )
-    with running_platform(env, tmp_path_factory.mktemp("workers-sentinel"), workers=1, concurrency=2) as deployment:
+    ) as deployment:
         yield deployment
 
 

@@ -25,6 +25,8 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,8 @@ from redis.cluster import ClusterNode, RedisCluster
 from agent_platform.embedded_redis import EmbeddedRedis, find_redis_server
 from agent_platform.processes import free_port
 
-from .helpers import platform_env
+from .helpers import Platform, platform_env, running_platform
+from .scaling_cases import AGENTS
 from .workers import wait_until
 
 HOST = "127.0.0.1"
@@ -52,10 +55,31 @@ def _redis_cli() -> str:
     return found
 
 
+class Servers:
+    """Servers started together: ``with X(...) as servers`` starts them (stopping what did
+    start when one fails) and stops them all at the end."""
+
+    def start(self) -> Any:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 # -- Redis Cluster ------------------------------------------------------------------------
 
 
-class RedisClusterServers:
+class RedisClusterServers(Servers):
     """A Redis Cluster of ``primaries`` primaries (no replicas) on free ports.
 
     Args:
@@ -162,7 +186,7 @@ class RedisClusterServers:
 # -- Redis Sentinel -----------------------------------------------------------------------
 
 
-class RedisSentinelServers:
+class RedisSentinelServers(Servers):
     """A primary, one replica and 3 Sentinels watching them as :data:`MASTER_NAME`.
 
     The Sentinels declare the primary down after 1 s without an answer
@@ -362,3 +386,22 @@ def topology_env(
         env["AGENT_PLATFORM_COMPONENTS_PATH"] = str(components)
         env["REDIS_URL"] = None
     return env
+
+
+@contextmanager
+def topology_platform(
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    trace_url: str,
+    model_url: str,
+    components: Path | None = None,
+    workers: int = 1,
+    **extra: Any,
+) -> Iterator[Platform]:
+    """Workers (2 processes each) and the web app of the test agents (:data:`AGENTS`) on a
+    topology (see :func:`topology_env`), logging under a ``workers-<name>`` folder."""
+    env = topology_env(trace_url, model_url, AGENTS, components, **extra)
+    with running_platform(
+        env, tmp_path_factory.mktemp(f"workers-{name}"), workers=workers, concurrency=2
+    ) as deployment:
+        yield deployment

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .errors import ConfigurationError
+from .keys import queue_name
 from .llm.openai_client import OpenAIChatClient
 from .memory.base import ConversationMemory
 from .memory.redis_memory import ConversationRedisMemory
@@ -90,7 +91,7 @@ class AssistantAgent:
     @property
     def queue(self) -> str:
         """The Celery queue of this agent's steps: ``agent.<name>``."""
-        return f"agent.{self.name}"
+        return queue_name(self.name)
 
     @property
     def topic(self) -> str:

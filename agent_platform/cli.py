@@ -99,7 +99,7 @@ def run(app: str | None, task: str, session_id: str | None, agent: str | None, t
         store = rt.store_for(name)
         for record in follow_steps(store, wf, timeout=timeout):
             click.echo(describe_step(record))
-        status = public_status(store.meta(wf))
+        status = public_status(store.state(wf))
     except (AgentPlatformError, TimeoutError) as exc:
         raise click.ClickException(str(exc)) from exc
     _print_final(status, as_json)
@@ -126,7 +126,7 @@ def status(workflow_id: str, app: str | None) -> None:
     _use_app(app)
     try:
         rt = _runtime()
-        click.echo(json.dumps(public_status(rt.find_store(workflow_id).meta(workflow_id)), indent=2))
+        click.echo(json.dumps(public_status(rt.find_store(workflow_id).state(workflow_id)), indent=2))
     except AgentPlatformError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -144,7 +144,7 @@ def tail(workflow_id: str, app: str | None, after: int) -> None:
         store = _runtime().find_store(workflow_id)
         for record in follow_steps(store, workflow_id, after=after):
             click.echo(describe_step(record))
-        _print_final(public_status(store.meta(workflow_id)), False)
+        _print_final(public_status(store.state(workflow_id)), False)
     except AgentPlatformError as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -20,13 +20,15 @@ import time
 import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
-from .agent import AssistantAgent
 from .embedded_redis import EmbeddedRedis
 from .errors import ConfigurationError
 from .local_model import LocalModelServer
 from .processes import stop_process, tail
+
+if TYPE_CHECKING:
+    from .agent import AssistantAgent  # agent.start() imports this module
 
 log = logging.getLogger("agent_platform.dev")
 
@@ -65,7 +67,7 @@ def agent_app_spec(agents: Iterable[AssistantAgent], cwd: Path | None = None) ->
             raise ConfigurationError(f"agent {agent.name} is not a module-level attribute: set AGENT_APP")
         module_name, attr, module = found
         if module_name == "__main__":
-            path = Path(module.__file__).resolve()
+            path = Path(str(module.__file__)).resolve()
             try:
                 module_name = ".".join(path.relative_to(cwd).with_suffix("").parts)
             except ValueError:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from .store.workflows import TERMINAL, WorkflowStore
+from .store.workflows import WorkflowStore
 
 
 def follow_steps(
@@ -30,7 +30,7 @@ def follow_steps(
         if not records:
             # A final status is checkpointed with the last record: once it is final,
             # every record is readable (checked again in case it landed meanwhile).
-            if store.meta(workflow_id)["runtime_status"] in TERMINAL and not store.steps(workflow_id, after=last):
+            if store.state(workflow_id).finished and not store.steps(workflow_id, after=last):
                 return
             records = store.wait_steps(workflow_id, last, block_ms)
         for record in records:

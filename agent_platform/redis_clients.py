@@ -13,7 +13,8 @@ seconds, never the step itself:
 - Cluster: redis-py's ``RedisCluster`` routes each command to the primary of its key's
   slot, follows ``MOVED`` (slot moved: the slot table is refreshed) and ``ASK`` (slot
   migrating: one command asks the importing node), and retries ``TRYAGAIN`` (a
-  multi-key command or script whose keys are split by a migration in progress).
+  multi-key command or script whose keys are split by a migration in progress) for about
+  0.4 s; :class:`PatientRedisCluster` waits out a longer migration (see there).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from urllib.parse import unquote, urlsplit
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import ClusterError, TryAgainError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -57,7 +59,8 @@ def redis_client(url: str) -> redis.Redis:
 
 def connect(target: RedisTarget) -> Any:
     """The redis-py client of a component's target: ``redis.Redis`` for one node or a
-    Sentinel primary, ``redis.cluster.RedisCluster`` for a cluster.
+    Sentinel primary, a :class:`PatientRedisCluster` (a ``redis.cluster.RedisCluster``)
+    for a cluster.
 
     Raises:
         redis.RedisError: a cluster whose slots cannot be read from any seed node
@@ -66,14 +69,14 @@ def connect(target: RedisTarget) -> Any:
     if target.topology == NODE:
         return redis_client(target.url)
     parts = urlsplit(target.url)
-    credentials = {
+    credentials: dict[str, Any] = {
         "username": unquote(parts.username) if parts.username else None,
         "password": unquote(parts.password) if parts.password else None,
         "ssl": parts.scheme == "rediss",
     }
     nodes = [(host.strip("[]"), port) for host, port in target.hosts]
     if target.topology == CLUSTER:
-        return RedisCluster(
+        return PatientRedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in nodes],
             retry=_retry(),
             **credentials,
@@ -96,6 +99,27 @@ def connect(target: RedisTarget) -> Any:
             **_connection_options(),
         )
     raise ValueError(f"unknown Redis topology {target.topology!r}")
+
+
+class PatientRedisCluster(RedisCluster):
+    """A ``RedisCluster`` that waits out a slot migration instead of failing the step.
+
+    While ``redis-cli --cluster reshard`` moves a slot key by key, a script over a
+    workflow's keys (all in one slot) is refused with ``TRYAGAIN`` as long as some of them
+    have moved and others not; redis-py retries 16 times over about 0.4 s, then raises
+    ``ClusterError("TTL exhausted.")``. A refused command did not run, so this client
+    runs it again with backoff (redis-py's ``Retry``, about 20 s in all) on
+    ``TryAgainError`` and ``ClusterError`` (which ``ClusterDownError`` is too: a cluster
+    without a primary for the slot, during a failover, refuses commands as well).
+    """
+
+    MIGRATION_RETRY = Retry(
+        ExponentialBackoff(cap=1.0, base=0.05), retries=30, supported_errors=(TryAgainError, ClusterError)
+    )
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        run = super().execute_command
+        return self.MIGRATION_RETRY.call_with_retry(lambda: run(*args, **kwargs), lambda _: None)
 
 
 def is_cluster(client: Any) -> bool:

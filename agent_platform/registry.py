@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from . import keys
 from .store.workflows import now_iso, now_ms
 
 log = logging.getLogger("agent_platform.registry")
@@ -72,7 +73,7 @@ def registry_for(runtime: Any, agent: Any) -> AgentRegistry:
         ComponentError: the component is missing or not a Redis one.
     """
     client, prefix = runtime.redis_for(agent.agents_registry_store_name)
-    return AgentRegistry(client, f"{prefix}{agent.agents_registry_key}")
+    return AgentRegistry(client, keys.registry(prefix, agent.agents_registry_key))
 
 
 def stale_after(settings: Any, entry: dict[str, Any] | None = None) -> float:

@@ -5,18 +5,19 @@ One per process (worker, web, bus); built by a factory, never at import time.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
+import pkgutil
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
 from .agent import AssistantAgent
 from .broker import BrokerTarget, broker_target
 from .components import ComponentSet, RedisTarget, default_redis_url, get_component, load_components, redis_target
-from .engine.dispatch import Dispatcher, StepMessage
+from .engine.dispatch import Dispatcher, StepMessage, task_kind
+from .engine.seam import FinishHook
 from .errors import AgentNotFound, ConfigurationError, WorkflowNotFound
 from .ids import new_workflow_id, validate_id
 from .memory.base import SessionHistory
@@ -45,12 +46,11 @@ def load_agents(spec: str | None) -> list[AssistantAgent]:
         if not module_name or not attr:
             raise ConfigurationError(f"AGENT_APP entry {part!r} is not module:attribute")
         try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
+            value = pkgutil.resolve_name(part)
+        except ImportError as exc:  # ModuleNotFoundError included: names the module
             raise ConfigurationError(f"AGENT_APP: cannot import {module_name!r}: {exc}") from exc
-        value: Any = module
-        for name in attr.split("."):
-            value = getattr(value, name, None)
+        except AttributeError as exc:
+            raise ConfigurationError(f"AGENT_APP: {part}: {exc}") from exc
         items = value if isinstance(value, (list, tuple)) else [value]
         for item in items:
             if not isinstance(item, AssistantAgent):
@@ -97,9 +97,9 @@ class Runtime:
         self._stores: dict[tuple[str, str], WorkflowStore] = {}
         self._histories: dict[str, SessionHistory] = {}
         self._lock = threading.Lock()
-        #: Called as ``hook(runtime, meta)`` once a workflow has its final status (after
+        #: Called as ``hook(runtime, state)`` once a workflow has its final status (after
         #: its session is freed): the callback POST, the response to a calling agent.
-        self.finish_hooks: list[Callable[[Runtime, dict[str, Any]], None]] = []
+        self.finish_hooks: list[FinishHook] = []
 
     def _apply_model_component(self) -> None:
         """Give the agents' OpenAI clients the first ``conversation.openai`` component's
@@ -232,12 +232,12 @@ class Runtime:
         if created:
             # Also when another turn of the session runs: the start step then waits
             # (PENDING) and heals a session whose head ended without leaving it.
-            self.dispatch(StepMessage(agent.name, wf_id, "start", 0))
+            self.dispatch(StepMessage(agent.name, wf_id, task_kind("start"), 0))
         return wf_id, created
 
-    def dispatch_many(self, messages: list[StepMessage], countdown: float | None = None) -> None:
-        """Enqueue several steps; parallel tool calls go as one group when the dispatcher can."""
-        if len(messages) > 1 and hasattr(self.dispatcher, "dispatch_group"):
+    def dispatch_many(self, messages: Sequence[StepMessage], countdown: float | None = None) -> None:
+        """Enqueue several steps; parallel tool calls go as one group."""
+        if len(messages) > 1 and self.dispatcher is not None:
             self.dispatcher.dispatch_group([(m, self._time_limit(m)) for m in messages], countdown=countdown)
             return
         for message in messages:

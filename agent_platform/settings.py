@@ -1,4 +1,6 @@
-"""Layered settings: defaults < components/*.yaml < environment < explicit arguments.
+"""Layered settings: defaults < environment < explicit arguments.
+
+(The component files configure the stores, the bus and the model client, not these settings.)
 
 Read when :meth:`Settings.from_env` runs (a factory), never at import time.
 """
@@ -38,6 +40,9 @@ ENV_FIELDS: dict[str, str] = {
     "AGENT_PLATFORM_BUS_CLAIM_IDLE": "bus_claim_idle",
     "AGENT_PLATFORM_BUS_BLOCK": "bus_block",
     "AGENT_PLATFORM_BUS_DEDUP_TTL": "bus_dedup_ttl",
+    "AGENT_PLATFORM_MAX_LOST_ATTEMPTS": "max_lost_attempts",
+    "AGENT_PLATFORM_LOCAL_STEPS": "local_steps",
+    "AGENT_PLATFORM_LOCAL_STEPS_BUDGET": "local_steps_budget",
 }
 
 
@@ -64,7 +69,8 @@ class Settings:
         dispatch_grace: seconds a dispatched step may wait in the queue before the
             sweeper dispatches it again (a duplicate is harmless: fencing).
         llm_max_attempts: attempts of one model call (timeouts, connection errors, 429, 5xx).
-        llm_backoff: first backoff in seconds, doubled per attempt, with full jitter.
+        llm_backoff: first backoff ceiling in seconds, doubled per attempt, with equal
+            jitter (a delay between half the ceiling and the ceiling).
         llm_backoff_max: ceiling of one backoff in seconds.
         llm_retry_after_max: longest ``Retry-After`` honoured, in seconds; a server asking
             for more fails the workflow rather than holding it for hours.
@@ -81,6 +87,13 @@ class Settings:
             consumer claims it (``XAUTOCLAIM`` min-idle-time).
         bus_block: seconds one ``XREADGROUP BLOCK`` waits for messages.
         bus_dedup_ttl: seconds a handled message id is remembered (duplicates dropped).
+        max_lost_attempts: runs of one step whose worker died (SIGKILL, out of memory, a
+            hard time limit) before the step ends with an error: a tool call's error goes
+            to the model, a lost ``llm`` step fails the turn (DESIGN rule 11).
+        local_steps: run a turn's sequential steps in the task that checkpointed the step
+            before them (every agent; ``AssistantAgent(local_steps=True)`` for one).
+        local_steps_budget: seconds one task may keep running local steps before it hands
+            the rest of the turn back to the broker.
     """
 
     agent_app: str | None = None
@@ -106,6 +119,9 @@ class Settings:
     bus_claim_idle: float = 30.0
     bus_block: float = 1.0
     bus_dedup_ttl: float = 24 * 3600.0
+    max_lost_attempts: int = 3
+    local_steps: bool = False
+    local_steps_budget: float = 60.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -142,6 +158,12 @@ class Settings:
 
 def _convert(var: str, raw: str, typ: Any) -> Any:
     text = str(typ)
+    if text.startswith("bool"):
+        if raw.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.strip().lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigurationError(f"environment variable {var}={raw!r} is not a boolean (1/0, true/false)")
     try:
         if text.startswith("float"):
             return float(raw)

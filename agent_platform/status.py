@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .store.state import WorkflowState
+
 PUBLIC_FIELDS = (
     "instance_id",
     "agent",
@@ -24,41 +26,34 @@ PUBLIC_FIELDS = (
 )
 
 
-def public_status(meta: dict[str, Any]) -> dict[str, Any]:
+def public_status(state: WorkflowState) -> dict[str, Any]:
     """The status JSON of ``GET /workflows/<id>`` (DESIGN section 3, "Records").
-
-    Args:
-        meta: the decoded status hash from :meth:`WorkflowStore.meta`.
 
     Returns:
         A dict with every field of ``PUBLIC_FIELDS`` (None when unset) and ``usage``
         ``{"prompt_tokens": int, "completion_tokens": int}``.
     """
-    status = {name: meta.get(name) for name in PUBLIC_FIELDS}
-    status["steps_completed"] = meta.get("steps_completed", 0)
-    status["iteration"] = meta.get("iteration", 0)
-    status["metadata"] = meta.get("metadata") or {}
-    status["usage"] = {
-        "prompt_tokens": meta.get("prompt_tokens", 0),
-        "completion_tokens": meta.get("completion_tokens", 0),
-    }
+    status = {name: getattr(state, name) for name in PUBLIC_FIELDS}
+    status["runtime_status"] = state.runtime_status.value
+    status["metadata"] = dict(state.metadata)
+    status["usage"] = {"prompt_tokens": state.prompt_tokens, "completion_tokens": state.completion_tokens}
     return status
 
 
-def dapr_status(meta: dict[str, Any]) -> dict[str, Any]:
+def dapr_status(state: WorkflowState) -> dict[str, Any]:
     """The same status in the Dapr sidecar's shape (``GET /v1.0/workflows/<component>/<id>``)."""
-    properties: dict[str, Any] = {"dapr.workflow.input": meta.get("input")}
-    if meta.get("output") is not None:
-        properties["dapr.workflow.output"] = meta.get("output")
-    failure = meta.get("failure_details")
+    properties: dict[str, Any] = {"dapr.workflow.input": state.input}
+    if state.output is not None:
+        properties["dapr.workflow.output"] = state.output
+    failure = state.failure_details
     if failure:
         properties["dapr.workflow.failure.error_type"] = failure.get("type")
         properties["dapr.workflow.failure.error_message"] = failure.get("message")
     return {
-        "instanceID": meta["instance_id"],
-        "workflowName": meta.get("agent"),
-        "createdAt": meta.get("created_at"),
-        "lastUpdatedAt": meta.get("last_updated_at"),
-        "runtimeStatus": meta.get("runtime_status"),
+        "instanceID": state.instance_id,
+        "workflowName": state.agent,
+        "createdAt": state.created_at,
+        "lastUpdatedAt": state.last_updated_at,
+        "runtimeStatus": state.runtime_status.value,
         "properties": properties,
     }

@@ -28,19 +28,19 @@ import time
 import uuid
 from typing import Any
 
-from agent_platform.memory.redis_memory import _APPEND as _MEMORY_APPEND
+from agent_platform.memory.redis_memory import append_turn_script
 from agent_platform.store import scripts
 
 from .common import Bench, median, note, print_header, print_table, ratio, run_turn
 
 SIZES = (10, 100, 1000)
 FILLER = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt. " * 2
-CHECKPOINT_SHA = hashlib.sha1(scripts.CHECKPOINT.encode()).hexdigest()
+CHECKPOINT_SHA = hashlib.sha1(scripts.source("checkpoint").encode()).hexdigest()
 SCRIPT_NAMES = {
-    hashlib.sha1(getattr(scripts, name).encode()).hexdigest(): name
-    for name in ("CHECKPOINT", "RENEW", "RELEASE", "CONTROL", "RAISE_EVENT")
+    hashlib.sha1(scripts.source(name).encode()).hexdigest(): name.upper()
+    for name in ("open_step", "checkpoint", "renew", "release", "void_lease", "control", "raise_event")
 }
-SCRIPT_NAMES[hashlib.sha1(_MEMORY_APPEND.encode()).hexdigest()] = "memory APPEND"
+SCRIPT_NAMES[hashlib.sha1(append_turn_script().encode()).hexdigest()] = "memory APPEND"
 _ARG = re.compile(r'"((?:[^"\\]|\\.)*)"')
 _ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "a": "\a", "b": "\b", '"': '"', "\\": "\\"}
 
@@ -131,7 +131,9 @@ def resp_size(args: list[str]) -> int:
 
 def is_checkpoint(args: list[str]) -> bool:
     name = args[0].lower() if args else ""
-    return (name == "evalsha" and args[1] == CHECKPOINT_SHA) or (name == "eval" and args[1] == scripts.CHECKPOINT)
+    return (name == "evalsha" and args[1] == CHECKPOINT_SHA) or (
+        name == "eval" and args[1] == scripts.source("checkpoint")
+    )
 
 
 def label(args: list[str]) -> str:

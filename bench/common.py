@@ -372,7 +372,7 @@ def wait_turn(store: Any, workflow_id: str, timeout: float = 60.0) -> dict[str, 
             after = record["seq"]
             if finished(record):
                 return record
-    raise TimeoutError(f"turn {workflow_id} did not finish within {timeout} s: {store.meta(workflow_id)}")
+    raise TimeoutError(f"turn {workflow_id} did not finish within {timeout} s: {store.state(workflow_id)}")
 
 
 def run_turn(runtime: Any, agent: str, session_id: str, task: str = "Run the benchmark step.") -> float:

@@ -38,7 +38,7 @@ CATEGORIES = [
     (r"OpenAIChatClient\.chat|call_model", "model call (openai SDK + HTTP)"),
     (r"\bsend_task\b|apply_async", "enqueue next step (send_task + task-sent event)"),
     (r"WorkflowStore\.checkpoint", "checkpoint script (EVALSHA)"),
-    (r"WorkflowStore\.meta|decode_meta", "status hash reads (HGETALL)"),
+    (r"WorkflowStore\.state|WorkflowState\.decode", "status hash reads (HGETALL)"),
     (r"open_step|release_lease", "lease (SET NX PX, release script)"),
     (r"set_due", "set_due (ZADD active)"),
     (r"WorkflowStore\.steps|is_done", "step log / done reads (XRANGE, HEXISTS)"),

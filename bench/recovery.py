@@ -91,15 +91,15 @@ def main(argv: list[str] | None = None) -> None:
             restarted = wait_for(lambda: client.hget(SLOW_STARTED, wf) == "2", 60, "the tool to run again")  # noqa: B023
             record = wait_turn(store, wf, timeout=60)
             done = time.monotonic()
-            meta = store.meta(wf)
+            state = store.state(wf)
             kinds = [
                 r["kind"] for r in store.steps(wf) if r["status"] != "retry" and r["kind"] not in ("event", "message")
             ]
             runs = int(client.hget(SLOW_STARTED, wf) or 0)
             ends = int(client.hget(SLOW_FINISHED, wf) or 0)
-            note(f"{wf}: {meta['runtime_status']} ({record['kind']}), {done - killed:.1f} s after the kill")
+            note(f"{wf}: {state.runtime_status} ({record['kind']}), {done - killed:.1f} s after the kill")
             rows.append(
-                [kill_at, ready - killed, restarted - killed, done - killed, meta["runtime_status"], duplicates(kinds),
+                [kill_at, ready - killed, restarted - killed, done - killed, state.runtime_status.value, duplicates(kinds),
                  f"{runs} started, {ends} finished", " ".join(kinds)]
             )  # fmt: skip
     print_table(

@@ -7,7 +7,9 @@ from typing import Any
 
 import httpx
 
+from agent_platform.keys import queue_name
 from agent_platform.status import public_status
+from agent_platform.store.state import WorkflowState
 
 log = logging.getLogger("agent_platform.callbacks")
 
@@ -39,13 +41,13 @@ def register_callbacks(app: Any, runtime: Any) -> None:
     )
     def deliver_callback(self: Any, agent: str, workflow_id: str) -> int:
         """POST the final status JSON to the workflow's ``callback_url``; returns the HTTP status."""
-        meta = runtime.store_for(agent).meta(workflow_id)
-        url = meta.get("callback_url")
+        state = runtime.store_for(agent).state(workflow_id)
+        url = state.callback_url
         if not url:
             return 0
         response = httpx.post(
             url,
-            json=public_status(meta),
+            json=public_status(state),
             timeout=10.0,
             headers={"Idempotency-Key": f"{workflow_id}:callback", "User-Agent": "agent-platform"},
         )
@@ -55,15 +57,15 @@ def register_callbacks(app: Any, runtime: Any) -> None:
             log.warning("callback for %s answered %s; not retried", workflow_id, response.status_code)
         return response.status_code
 
-    def send_callback(rt: Any, meta: dict[str, Any]) -> None:
-        if not meta.get("callback_url"):
+    def send_callback(rt: Any, state: WorkflowState) -> None:
+        if not state.callback_url:
             return
-        store = rt.store_for(meta["agent"])
-        if store.client.set(store.key(meta["instance_id"], "callback"), "1", nx=True, ex=7 * 24 * 3600):
+        store = rt.store_for(state.agent)
+        if store.client.set(store.key(state.instance_id, "callback"), "1", nx=True, ex=7 * 24 * 3600):
             app.send_task(
                 CALLBACK_TASK,
-                kwargs={"agent": meta["agent"], "workflow_id": meta["instance_id"]},
-                queue=f"agent.{meta['agent']}",
+                kwargs={"agent": state.agent, "workflow_id": state.instance_id},
+                queue=queue_name(state.agent),
             )
 
     runtime.finish_hooks.append(send_callback)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from celery import group
 
 from agent_platform.engine.dispatch import StepMessage
+from agent_platform.keys import queue_name
 
 #: Seconds between a tool's soft time limit (which the tool step catches) and the hard one.
 HARD_LIMIT_GRACE = 30.0
@@ -38,14 +40,16 @@ class CeleryDispatcher:
         task's soft time limit in seconds (the hard limit is 30 s later)."""
         self.signature(message, countdown, time_limit).apply_async()
 
-    def dispatch_group(self, messages: list[tuple[StepMessage, float | None]], countdown: float | None = None) -> None:
+    def dispatch_group(
+        self, messages: Sequence[tuple[StepMessage, float | None]], countdown: float | None = None
+    ) -> None:
         """Enqueue the tool calls of one assistant message as a Celery ``group`` (no chord:
         the last call to checkpoint enqueues the next step, DESIGN section 3)."""
         group([self.signature(m, countdown, limit) for m, limit in messages]).apply_async()
 
     def signature(self, message: StepMessage, countdown: float | None = None, time_limit: float | None = None) -> Any:
         """The Celery signature of one step (what :meth:`dispatch` sends)."""
-        options: dict[str, Any] = {"queue": f"agent.{message.agent}"}
+        options: dict[str, Any] = {"queue": queue_name(message.agent)}
         if countdown and countdown > 0:
             options["countdown"] = math.ceil(countdown) if self.whole_second_delays else countdown
         if time_limit:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent_platform.engine.dispatch import STEP_KINDS, StepMessage
-from agent_platform.engine.runner import run_step
+from agent_platform.engine.runner import Verdict, run_step
 
 from .dispatch import task_name
 
@@ -34,10 +34,10 @@ def _register(app: Any, runtime: Any, kind: str) -> None:
         tool: str | None = None,
     ) -> str:
         message = StepMessage(agent, workflow_id, kind, int(step_seq), call_index, int(attempt), tool)
-        result = run_step(runtime, message, worker=self.request.hostname or "")
-        if result == "failed":
+        report = run_step(runtime, message, worker=self.request.hostname or "")
+        if report.verdict == Verdict.FAILED:
             raise StepFailed(_failure_text(runtime, message))
-        return result
+        return str(report)
 
     step.__name__ = f"step_{kind}"
     step.__doc__ = f"Run the {kind} step of a workflow (see agent_platform.engine.steps.run_{kind})."
@@ -60,8 +60,9 @@ class StepFailed(Exception):
 
 def _failure_text(runtime: Any, message: StepMessage) -> str:
     try:
-        details = runtime.store_for(message.agent).meta(message.workflow_id).get("failure_details") or {}
+        details = runtime.store_for(message.agent).state(message.workflow_id).failure_details or {}
     except Exception:  # the status cannot be read: still fail the task
         details = {}
     what = f"{details.get('type', 'error')}: {details.get('message', 'see the workflow status')}"
-    return f"workflow {message.workflow_id} FAILED at {message.kind} step {message.step_seq}: {what}"
+    step = f"{details.get('step', message.kind)} step {details.get('step_seq', message.step_seq)}"
+    return f"workflow {message.workflow_id} FAILED at {step}: {what}"

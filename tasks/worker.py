@@ -9,15 +9,15 @@ from typing import Any
 
 from celery import signals
 
-from agent_platform.engine.sweeper import sweep_once
+from agent_platform.engine.sweeper import sweep_due, sweep_once
 from agent_platform.registry import RegistryHeartbeat
 
 log = logging.getLogger("agent_platform.worker")
 
 
 class SweeperThread(threading.Thread):
-    """Runs :func:`sweep_once` every ``settings.sweep_interval`` seconds in the worker's
-    main process; a short Redis lock lets one worker sweep per interval."""
+    """Runs :func:`sweep_due` every ``settings.sweep_interval`` seconds in the worker's
+    main process; a short Redis lock per store lets one worker sweep each store per interval."""
 
     def __init__(self, runtime: Any) -> None:
         super().__init__(name="agent-platform-sweeper", daemon=True)
@@ -32,11 +32,7 @@ class SweeperThread(threading.Thread):
             log.warning("start-up sweep failed: %s", exc)
         while not self.stopped.wait(interval):
             try:
-                for store in self.runtime.stores():
-                    lock = f"{store.base}:sweeper-lock"
-                    if store.client.set(lock, "1", nx=True, px=max(100, int(interval * 900))):
-                        sweep_once(self.runtime)
-                        break
+                sweep_due(self.runtime)
             except Exception as exc:  # Redis away: try again next interval
                 log.warning("sweep failed: %s", exc)
 

@@ -25,6 +25,7 @@ import redis
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from agent_platform.settings import ENV_FIELDS
+from agent_platform.store.state import TERMINAL as TERMINAL_STATUSES
 
 try:
     from celery.exceptions import DuplicateTaskNameWarning
@@ -34,7 +35,7 @@ except ImportError:  # Celery before 5.7 registers a duplicate task name silentl
 from .workers import REPO, Stack, apply_env
 
 COMPONENTS = REPO / "components"
-TERMINAL = ("COMPLETED", "FAILED", "TERMINATED")
+TERMINAL = tuple(sorted(TERMINAL_STATUSES))
 #: Environment variables a test deployment sets or clears (never inherited from the shell).
 PLATFORM_VARS = (*ENV_FIELDS, "OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL")
 
@@ -287,7 +288,7 @@ def chain_problems(steps: list[dict[str, Any]]) -> list[str]:
     """What is wrong with a step log as a chain of checkpoints (empty: nothing).
 
     A sound log reads ``start, (llm, tool...)*, llm, finish`` once retries (``retry``
-    records) and raised events are set aside: each ``llm`` that calls tools is followed by
+    records), lost runs (``lost`` records) and raised events are set aside: each ``llm`` that calls tools is followed by
     exactly one result per call id (in any order), a call id is never answered twice,
     and no step kind is checkpointed twice at one position of the chain. A log of a
     turn that ended early (terminated, failed) may stop anywhere.
@@ -298,7 +299,7 @@ def chain_problems(steps: list[dict[str, Any]]) -> list[str]:
     answered: set[str] = set()
     for record in steps:
         kind, status = record["kind"], record["status"]
-        if kind in ("event", "message") or status == "retry":
+        if kind in ("event", "message") or status in ("retry", "lost"):
             continue
         where = f"seq {record['seq']} ({kind}/{status})"
         if kind not in expect:

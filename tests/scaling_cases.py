@@ -39,20 +39,28 @@ ANSWER = "I found two flights to Paris: SkyHighAir for $450.00 and GlobalWings f
 CHAIN = [("start", "ok"), ("llm", "ok"), ("tool", "ok"), ("llm", "ok"), ("finish", "ok")]
 
 
-def assert_turn_once(api: Api, platform: Platform, wf: str, agent: str, session: str, output: str) -> None:
+def assert_turn_once(
+    api: Api, platform: Platform, wf: str, agent: str, session: str, output: str, lost: str | None = None
+) -> list[dict[str, Any]]:
     """A finished turn happened once: COMPLETED with ``output``, one ``ok`` record per step
-    of start, llm, tool, llm, finish (no retry, no duplicate), and the session's memory
-    holds its question and answer once."""
+    of start, llm, tool, llm, finish (no retry, no duplicate) plus, when ``lost`` names a
+    step kind, the ``lost`` record of the run a kill cut short (DESIGN rule 11) just before
+    that step's ``ok`` record; and the session's memory holds its question and answer once.
+    Returns the step log."""
     status = api.status(wf)
     assert status["runtime_status"] == "COMPLETED", status
     assert status["output"] == output
     assert status["steps_completed"] == 5 and status["iteration"] == 2, status
     steps = api.steps(wf)
-    assert [(s["kind"], s["status"]) for s in steps] == CHAIN, steps
+    expected = list(CHAIN)
+    if lost is not None:
+        expected.insert(expected.index((lost, "ok")), (lost, "lost"))
+    assert [(s["kind"], s["status"]) for s in steps] == expected, steps
     assert chain_problems(steps) == []
     history = platform.history(session, agent=agent)
     assert [(m["role"], m["workflow_id"]) for m in history] == [("user", wf), ("assistant", wf)], history
     assert history[1]["content"] == output
+    return steps
 
 
 def paris_turn(api: Api, model: ScriptedModel, platform: Platform, trace: redis.Redis, session: str) -> str:
@@ -80,8 +88,9 @@ def sigkill_mid_tool(
     api: Api, model: ScriptedModel, platform: Platform, trace: redis.Redis, session: str, seconds: float = 4.0
 ) -> str:
     """C04 on this topology: every worker (main process and pool) SIGKILLed ~1 s into a
-    ``seconds``-long tool step, a fresh worker started; the turn completes, the tool ran
-    twice with one idempotency key, and nothing else ran or was written twice."""
+    ``seconds``-long tool step, a fresh worker started; the turn completes, the killed run
+    is one ``lost`` record, the tool ran twice with one idempotency key, and nothing else
+    ran or was written twice."""
     answer = f"The {seconds:g} s task is done."
     model.add(tool_call("slow_task", {"seconds": seconds, "label": session}), text(answer))
     wf = api.start_turn(f"Run the {seconds:g} s task", session_id=session, agent="OpsBuddy")
@@ -92,19 +101,21 @@ def sigkill_mid_tool(
     )
     t0 = time.monotonic()
     wait_until(lambda: time.monotonic() - t0 >= 1.0, timeout=5, message="1 s into the tool")
-    for worker in [w for w in platform.stack.workers if w.alive()]:
+    running = [w for w in platform.stack.workers if w.alive()]
+    killed = {w.hostname for w in running}
+    for worker in running:
         platform.stack.kill_worker(worker)
     assert api.status(wf)["runtime_status"] == "RUNNING"
     fresh = platform.stack.start_worker()
     status = api.wait_status(wf, timeout=45)
 
     assert status["runtime_status"] == "COMPLETED", status
-    assert_turn_once(api, platform, wf, "OpsBuddy", session, answer)
+    steps = assert_turn_once(api, platform, wf, "OpsBuddy", session, answer, lost="tool")
     first_calls = [r for r in model.requests if r["messages"][-1]["role"] == "user"]
     assert len(first_calls) == 1 and model.calls == 2
     runs = [e for e in tool_events(trace, "slow_task:start") if e["workflow_id"] == wf]
     assert len(runs) == 2 and {e["idempotency_key"] for e in runs} == {started[0]["idempotency_key"]}, runs
-    assert api.steps(wf)[2]["worker"] == fresh.hostname
+    assert steps[2]["worker"] in killed and steps[3]["worker"] == fresh.hostname
     return wf
 
 

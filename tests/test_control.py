@@ -142,7 +142,9 @@ def test_pause_lets_the_step_in_flight_checkpoint_then_resume_continues(
     assert response.status_code == 202 and response.json()["runtime_status"] == "SUSPENDED"
     # the tool step in flight still checkpoints, but the next step is not dispatched
     wait_until(lambda: [s["kind"] for s in api.steps(wf)] == ["start", "llm", "tool"], timeout=15, message="tool")
-    platform.stack.find_in_logs(rf"workflow={wf} agent=OpsBuddy step=tool seq=2 stage=2 attempt=1 status=ok", timeout=5)
+    platform.stack.find_in_logs(
+        rf"workflow={wf} agent=OpsBuddy step=tool seq=2 step_seq=2 attempt=1 status=ok", timeout=5
+    )
     status = api.status(wf)
     assert status["runtime_status"] == "SUSPENDED" and model.calls == 1
     _conflict(_control(api, wf, "pause"), "SUSPENDED")

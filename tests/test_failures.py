@@ -85,6 +85,7 @@ def test_c04_sigkill_of_the_whole_worker_during_a_tool_call(
     t0 = time.monotonic()
     wait_until(lambda: time.monotonic() - t0 >= 2.0, timeout=5, message="2 s into the tool")  # the case's timing
 
+    killed = _alive(platform)[0].hostname
     for worker in _alive(platform):
         platform.stack.kill_worker(worker)  # SIGKILL of the main process and its pool children
     assert not _alive(platform)
@@ -102,11 +103,12 @@ def test_c04_sigkill_of_the_whole_worker_during_a_tool_call(
     assert len(starts) == 2, starts
     assert {s["idempotency_key"] for s in starts} == {started[0]["idempotency_key"]}
     steps = api.steps(wf)
+    # the killed run is a `lost` record naming its worker (DESIGN rule 11); no step twice
     assert [(s["kind"], s["status"]) for s in steps] == [
-        ("start", "ok"), ("llm", "ok"), ("tool", "ok"), ("llm", "ok"), ("finish", "ok"),
+        ("start", "ok"), ("llm", "ok"), ("tool", "lost"), ("tool", "ok"), ("llm", "ok"), ("finish", "ok"),
     ]  # fmt: skip
     assert chain_problems(steps) == []
-    assert steps[2]["worker"] == fresh.hostname
+    assert steps[2]["worker"] == killed and steps[3]["worker"] == fresh.hostname
     assert re.search(rf"(re-dispatching|taking over) {wf} step tool/2", fresh.log()), fresh.log()[-3000:]
 
 

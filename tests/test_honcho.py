@@ -165,7 +165,7 @@ def test_honcho_runs_the_procfile_flower_shows_every_step_and_nothing_leaks(
     assert left == {}, f"left behind: {left}\n{log[-3000:]}"
     # one log line per step with workflow id, agent, kind, attempt and duration
     for step in steps:
-        pattern = rf"workflow={wf} agent=TravelBuddy step={step['kind']} seq={step['seq']} stage=\d+ attempt=1 status=ok duration_ms="
+        pattern = rf"workflow={wf} agent=TravelBuddy step={step['kind']} seq={step['seq']} step_seq=\d+ attempt=1 status=ok duration_ms="
         assert re.search(pattern, log), pattern
     # secrets never logged; Celery's banner and Flower mask the Redis password
     for secret in (REDIS_PASSWORD, OPENAI_KEY, API_TOKEN, FLOWER_PASSWORD):

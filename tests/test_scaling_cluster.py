@@ -10,6 +10,7 @@ live in different slots).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,15 +96,22 @@ def test_resharding_the_slot_of_a_running_workflow_loses_nothing(
     api: Api, model: ScriptedModel, platform: Platform, redis_client: redis.Redis, cluster: RedisClusterServers
 ) -> None:
     """The slot of a workflow in its tool step moves to another primary, one key at a time
-    (``redis-cli --cluster reshard --cluster-pipeline 1``): while it moves, a checkpoint
-    whose keys are split between the two nodes gets TRYAGAIN, a key already moved gets
-    ASK; after, MOVED. redis-py follows them; the turn completes once, on the new node."""
-    model.add(tool_call("slow_task", {"seconds": 1.5, "label": "reshard"}), text("Done while resharding."))
+    (``redis-cli --cluster reshard --cluster-pipeline 1``), and stays split (its status
+    hash moved, its step log not yet) while the tool ends and checkpoints: the checkpoint
+    script gets TRYAGAIN for longer than redis-py's own retries last, then runs once the
+    slot is whole on the new primary (ASK, then MOVED). The turn completes once."""
+    model.add(tool_call("slow_task", {"seconds": 1, "label": "reshard"}), text("Done while resharding."))
     wf = api.start_turn("Run the task while the cluster reshards", session_id="cluster-reshard", agent="OpsBuddy")
     wait_until(lambda: tool_events(redis_client, "slow_task:start"), timeout=20, message="the tool to start")
+    meta = f"workflow_state:{{{wf}}}:meta"
     with cluster.client() as client:
-        slot = client.keyslot(f"{{{wf}}}")
-    source, target = cluster.migrate_slot(slot, key_pause=0.3)
+        slot = client.keyslot(meta)
+
+    def split_while_the_tool_checkpoints() -> None:
+        wait_until(lambda: tool_events(redis_client, "slow_task:end"), timeout=20, message="the tool to end")
+        time.sleep(2.0)  # the checkpoint meets TRYAGAIN all this time (redis-py alone gives up after ~0.4 s)
+
+    source, target = cluster.migrate_slot(slot, first=meta, between=split_while_the_tool_checkpoints)
     status = api.wait_status(wf, timeout=40)
 
     assert status["runtime_status"] == "COMPLETED", status
@@ -143,6 +151,6 @@ def test_bus_trigger_and_broadcast_on_a_redis_cluster(
         assert [m["content"] for m in history] == ["[Planner] The trip is in May."]
         wait_until(lambda: bus.pending(agent.topic, agent.name) == 0, timeout=10, message="both entries acknowledged")
         assert process.count("dropped duplicate message m-1") == 1, process.log()[-3000:]
-        assert [w["instance_id"] for w in runtime.store_for(agent).list(session_id="cluster-bus")[0]] == [wf]
+        assert [w.instance_id for w in runtime.store_for(agent).newest_first(session_id="cluster-bus")] == [wf]
     finally:
         process.stop()

@@ -23,9 +23,8 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -151,11 +150,14 @@ class RedisClusterServers(Servers):
                     return next(n for n in self.nodes if n.port == int(primary[1]))
         raise AssertionError(f"slot {slot} is not served")
 
-    def migrate_slot(self, slot: int, key_pause: float = 0.0) -> tuple[int, int]:
-        """Move ``slot`` to another primary as ``redis-cli --cluster reshard`` does: mark it
-        IMPORTING on the target and MIGRATING on the source, MIGRATE its keys one at a
-        time (waiting ``key_pause`` s after each, so clients meet ASK and TRYAGAIN
-        meanwhile), then give the slot to the target on every node.
+    def migrate_slot(
+        self, slot: int, first: str | None = None, between: Callable[[], object] | None = None
+    ) -> tuple[int, int]:
+        """Move ``slot`` to another primary as ``redis-cli --cluster reshard
+        --cluster-pipeline 1`` does: mark it IMPORTING on the target and MIGRATING on the
+        source, MIGRATE its keys one at a time (``first`` first), then give the slot to the
+        target on every node. ``between`` runs after the first key moved: while it runs the
+        slot is split, and a command or script naming keys on both sides gets TRYAGAIN.
 
         Returns:
             ``(source port, target port)``.
@@ -167,9 +169,14 @@ class RedisClusterServers(Servers):
             source_id, target_id = src.execute_command("CLUSTER", "MYID"), dst.execute_command("CLUSTER", "MYID")
             dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
             src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
-            while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1):
+            moved = 0
+            while keys := (
+                [first] if first and not moved else src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1)
+            ):
                 src.execute_command("MIGRATE", HOST, target.port, "", 0, 5000, "REPLACE", "KEYS", *keys)
-                time.sleep(key_pause)
+                moved += 1
+                if moved == 1 and between is not None:
+                    between()
             for node in (target, source, *[n for n in self.nodes if n not in (source, target)]):
                 with self.node_client(node.port) as client:
                     client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)

@@ -1,7 +1,8 @@
 """Real Celery worker processes for tests: start, wait until ready, stop, crash.
 
 Each worker is ``python -m celery -A tasks worker`` in its own session (process group),
-logging to a file; nothing is mocked. Waits poll the log with a deadline.
+logging to a file; nothing is mocked. A worker is ready when it answers Celery's
+remote-control ``ping`` (``app.control.ping``) through the broker.
 """
 
 from __future__ import annotations
@@ -99,14 +100,26 @@ class Stack:
         concurrency: prefork pool size of each worker (``-c``).
     """
 
-    READY = re.compile(r"\bready\.")
-
     def __init__(self, env: dict[str, str], log_dir: Path, concurrency: int = 2) -> None:
         self.env = env
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.concurrency = concurrency
         self.workers: list[Worker] = []
+        self._control_app: Any = None
+
+    def control_app(self) -> Any:
+        """A bare Celery app on the workers' broker, for remote control (``ping``)."""
+        if self._control_app is None:
+            from celery import Celery
+
+            from agent_platform.runtime import Runtime
+            from agent_platform.settings import Settings
+
+            broker = Runtime(Settings.from_env(self.env)).broker()  # what the workers chose
+            self._control_app = Celery("tests-control", broker=broker.url, set_as_current=False)
+            self._control_app.conf.broker_transport_options = broker.transport_options
+        return self._control_app
 
     # -- life cycle ---------------------------------------------------------------------
     def start_worker(
@@ -146,9 +159,9 @@ class Stack:
         return self
 
     def wait_ready(self, worker: Worker, timeout: float = 60.0) -> None:
-        """Wait for Celery's ``<name>@<host> ready.`` line in the worker's log."""
+        """Wait until the worker answers ``app.control.ping`` (its consumer runs)."""
         deadline = time.monotonic() + timeout
-        while not self.READY.search(worker.log()):
+        while not self._pong(worker):
             if not worker.alive():
                 raise AssertionError(
                     f"worker {worker.name} exited with {worker.proc.returncode}:\n{worker.log()[-4000:]}"
@@ -156,6 +169,15 @@ class Stack:
             if time.monotonic() > deadline:
                 raise AssertionError(f"worker {worker.name} not ready within {timeout} s:\n{worker.log()[-4000:]}")
             time.sleep(0.05)
+
+    def _pong(self, worker: Worker) -> bool:
+        try:
+            return bool(self.control_app().control.ping(destination=[worker.hostname], timeout=0.5))
+        except Exception:  # the broker is (re)starting: a new connection next time
+            if self._control_app is not None:
+                self._control_app.close()
+                self._control_app = None
+            return False
 
     def stop_worker(self, worker: Worker, timeout: float = 15.0) -> None:
         """SIGTERM (Celery's warm shutdown), then SIGKILL of its process group after ``timeout``."""
@@ -195,6 +217,9 @@ class Stack:
             thread.start()
         for thread in threads:
             thread.join()
+        if self._control_app is not None:
+            self._control_app.close()
+            self._control_app = None
 
     def __enter__(self) -> Stack:
         return self

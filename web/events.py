@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field
 
 from agent_platform.errors import ValidationError, WorkflowNotFound
 from agent_platform.status import public_status
-from agent_platform.store.workflows import TERMINAL, WorkflowStore
+from agent_platform.store.workflows import WorkflowStore
 
 from .schemas import ErrorResponse, WorkflowPath
 
@@ -109,9 +109,9 @@ def _events(shared: WorkflowStore, workflow_id: str, after: int) -> Iterator[str
             if not records:
                 # The final status and the last record are written by one atomic
                 # checkpoint: once the status is final, every record is readable.
-                meta = store.meta(workflow_id)
-                if meta["runtime_status"] in TERMINAL and not store.steps(workflow_id, after=last, count=1):
-                    yield sse(public_status(meta), "status")
+                state = store.state(workflow_id)
+                if state.finished and not store.steps(workflow_id, after=last, count=1):
+                    yield sse(public_status(state), "status")
                     return
                 records = store.wait_steps(workflow_id, last, BLOCK_MS)
             for record in records:

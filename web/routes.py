@@ -10,6 +10,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from agent_platform.engine import control
 from agent_platform.errors import AgentNotFound, ValidationError
 from agent_platform.status import dapr_status, public_status
+from agent_platform.store import queries
 
 from .schemas import (
     DaprPath,
@@ -65,7 +66,7 @@ def start_workflow(body: StartWorkflowRequest) -> Any:
 @api.get("/workflows/<workflow_id>", responses={200: WorkflowStatus})
 def get_workflow(path: WorkflowPath) -> Any:
     """The workflow's status, input, output, failure details, counters and usage."""
-    return public_status(runtime().find_store(path.workflow_id).meta(path.workflow_id))
+    return public_status(runtime().find_store(path.workflow_id).state(path.workflow_id))
 
 
 @api.get("/workflows/<workflow_id>/steps")
@@ -78,12 +79,10 @@ def get_steps(path: WorkflowPath) -> Any:
 @api.get("/workflows")
 def list_workflows(query: ListQuery) -> Any:
     """Workflows newest first, by status and session; ``next_cursor`` pages on."""
-    items: list[dict[str, Any]] = []
-    next_cursor = None
-    for store in runtime().stores():
-        found, next_cursor = store.list(query.status, query.session_id, query.limit, query.cursor)
-        items.extend(public_status(m) for m in found)
-    return {"workflows": items[: query.limit], "next_cursor": next_cursor}
+    found, next_cursor = queries.list_workflows(
+        runtime().stores(), query.status, query.session_id, query.limit, query.cursor
+    )
+    return {"workflows": [public_status(s) for s in found], "next_cursor": next_cursor}
 
 
 @api.post("/workflows/<workflow_id>/terminate")
@@ -126,4 +125,4 @@ def purge_workflow(path: WorkflowPath) -> Any:
 @api.get("/v1.0/workflows/<component>/<workflow_id>")
 def dapr_workflow(path: DaprPath) -> Any:
     """The status in the Dapr sidecar's shape (``instanceID``, ``runtimeStatus``, ...)."""
-    return dapr_status(runtime().find_store(path.workflow_id).meta(path.workflow_id))
+    return dapr_status(runtime().find_store(path.workflow_id).state(path.workflow_id))

@@ -6,7 +6,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"
+from agent_platform.ids import ID_RE
+from agent_platform.store.state import RuntimeStatus
+
+ID_PATTERN = ID_RE.pattern
 
 
 class StartWorkflowRequest(BaseModel):
@@ -50,7 +53,7 @@ class DaprPath(WorkflowPath):
 class ListQuery(BaseModel):
     """Query of ``GET /workflows``."""
 
-    status: str | None = Field(default=None, pattern="^(PENDING|RUNNING|SUSPENDED|COMPLETED|FAILED|TERMINATED)$")
+    status: RuntimeStatus | None = Field(default=None, description="Only workflows with this runtime status")
     session_id: str | None = Field(default=None, pattern=ID_PATTERN)
     limit: int = Field(default=50, ge=1, le=500)
     cursor: int = Field(default=0, ge=0, le=10**12)
@@ -75,7 +78,7 @@ class WorkflowStatus(BaseModel):
     instance_id: str
     agent: str | None = None
     session_id: str | None = None
-    runtime_status: str
+    runtime_status: RuntimeStatus
     input: str | None = None
     output: str | None = None
     stop_reason: str | None = None

@@ -21,6 +21,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from .. import keys
+
 CLAIMED = "claimed"
 DONE = "done"
 BUSY = "busy"
@@ -44,7 +46,7 @@ class Dedup:
 
     def key(self, agent: str, message_id: str) -> str:
         """``<prefix>bus:seen:<agent>:<message id>``."""
-        return f"{self.prefix}bus:seen:{agent}:{message_id}"
+        return keys.bus_seen(self.prefix, agent, message_id)
 
     def claim(self, agent: str, message_id: str, consumer: str) -> str:
         """Try to take ``message_id`` for ``agent``.

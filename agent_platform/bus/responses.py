@@ -17,6 +17,7 @@ import logging
 from typing import Any
 
 from ..errors import ConfigurationError
+from ..store.state import RuntimeStatus, WorkflowState
 from .messages import AgentTaskResponse, envelope
 from .streams import bus_for
 
@@ -51,50 +52,50 @@ def source_of(agent: str) -> str:
     return f"agent-platform/{agent}"
 
 
-def response_for(meta: dict[str, Any]) -> AgentTaskResponse | None:
+def response_for(state: WorkflowState) -> AgentTaskResponse | None:
     """The answer of a finished workflow to its caller, or None when nobody called it."""
-    reply_to = (meta.get("metadata") or {}).get("reply_to")
+    reply_to = state.metadata.get("reply_to")
     if not isinstance(reply_to, dict) or not reply_to.get("workflow_id"):
         return None
-    status = meta["runtime_status"]
+    status = state.runtime_status
     error = None
-    if status == "FAILED":
-        details = meta.get("failure_details") or {}
-        error = f"agent {meta['agent']} failed: {details.get('type', 'Error')}: {details.get('message', '')}"
-    elif status == "TERMINATED":
-        reason = meta.get("termination_reason")
-        error = f"agent {meta['agent']}'s turn was terminated" + (f": {reason}" if reason else "")
+    if status == RuntimeStatus.FAILED:
+        details = state.failure_details or {}
+        error = f"agent {state.agent} failed: {details.get('type', 'Error')}: {details.get('message', '')}"
+    elif status == RuntimeStatus.TERMINATED:
+        reason = state.termination_reason
+        error = f"agent {state.agent}'s turn was terminated" + (f": {reason}" if reason else "")
     return AgentTaskResponse(
         workflow_id=reply_to["workflow_id"],
         event=reply_to["event"],
-        agent=meta["agent"],
-        source_workflow_id=meta["instance_id"],
-        status=status,
-        result=meta.get("output") if status == "COMPLETED" else None,
+        agent=state.agent,
+        source_workflow_id=state.instance_id,
+        status=status.value,
+        result=state.output if status == RuntimeStatus.COMPLETED else None,
         error=error,
     )
 
 
-def publish_response(runtime: Any, meta: dict[str, Any]) -> None:
+def publish_response(runtime: Any, state: WorkflowState) -> None:
     """Finish hook: send the :class:`AgentTaskResponse` of a triggered turn, once.
 
     The caller's consumer group is created first if missing, so the answer waits for a
     bus that is not running yet.
     """
-    response = response_for(meta)
+    response = response_for(state)
     if response is None:
         return
-    store = runtime.store_for(meta["agent"])
-    if not store.client.set(store.key(meta["instance_id"], "bus-response"), "1", nx=True, ex=MARKER_TTL):
+    store = runtime.store_for(state.agent)
+    if not store.client.set(store.key(state.instance_id, "bus-response"), "1", nx=True, ex=MARKER_TTL):
         return
-    caller = meta["metadata"]["reply_to"]["agent"]
-    event = envelope(response, source_of(meta["agent"]), message_id=f"{meta['instance_id']}:response")
-    bus_for(runtime, runtime.agent(meta["agent"])).publish(caller, event, group=caller)
+    caller = state.metadata["reply_to"]["agent"]
+    event = envelope(response, source_of(state.agent), message_id=f"{state.instance_id}:response")
+    bus_for(runtime, runtime.agent(state.agent)).publish(caller, event, group=caller)
     log.info(
         "published the %s answer of %s (workflow %s) to %s for workflow %s",
         response.status,
-        meta["agent"],
-        meta["instance_id"],
+        state.agent,
+        state.instance_id,
         caller,
         response.workflow_id,
     )

@@ -20,6 +20,7 @@ from typing import Any
 
 import redis
 
+from .. import keys
 from ..redis_clients import is_cluster
 from .messages import CloudEvent
 
@@ -58,7 +59,7 @@ class StreamBus:
 
     def key(self, topic: str) -> str:
         """The stream key of ``topic``: ``<prefix>topic:<topic>``."""
-        return f"{self.prefix}topic:{topic}"
+        return keys.topic(self.prefix, topic)
 
     def ensure_group(self, topic: str, group: str, start_id: str = "0") -> bool:
         """Create consumer group ``group`` on ``topic`` (``XGROUP CREATE ... MKSTREAM``).
@@ -106,22 +107,22 @@ class StreamBus:
         slot: each topic is read on its own, first without blocking, then blocking on each
         in turn for a share of ``block_ms``.
         """
-        keys = {self.key(t): t for t in topics}
-        if not is_cluster(self.client) or len(keys) == 1:
-            return self._read(keys, group, consumer, count, block_ms)
-        for block in (None, max(1, block_ms // len(keys))):
-            for key, topic in keys.items():
+        streams = {self.key(t): t for t in topics}
+        if not is_cluster(self.client) or len(streams) == 1:
+            return self._read(streams, group, consumer, count, block_ms)
+        for block in (None, max(1, block_ms // len(streams))):
+            for key, topic in streams.items():
                 found = self._read({key: topic}, group, consumer, count, block)
                 if found:
                     return found
         return []
 
     def _read(
-        self, keys: dict[str, str], group: str, consumer: str, count: int, block_ms: int | None
+        self, streams: dict[str, str], group: str, consumer: str, count: int, block_ms: int | None
     ) -> list[Delivery]:
-        reply = self.client.xreadgroup(group, consumer, dict.fromkeys(keys, ">"), count=count, block=block_ms)
+        reply: Any = self.client.xreadgroup(group, consumer, dict.fromkeys(streams, ">"), count=count, block=block_ms)
         return [
-            Delivery(keys[key], entry_id, (fields or {}).get(FIELD))
+            Delivery(streams[key], entry_id, (fields or {}).get(FIELD))
             for key, entries in reply or []
             for entry_id, fields in entries
         ]
@@ -142,7 +143,7 @@ class StreamBus:
         for _ in range(100):  # at most 100 x count entries per pass
             ids = self.client.xautoclaim(key, group, consumer, min_idle_ms, start, count=count, justid=True)
             for entry_id in ids:
-                entries = self.client.xrange(key, entry_id, entry_id)
+                entries: Any = self.client.xrange(key, entry_id, entry_id)
                 found.append(Delivery(topic, entry_id, entries[0][1].get(FIELD) if entries else None))
             if len(ids) < count:
                 break

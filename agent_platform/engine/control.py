@@ -1,6 +1,6 @@
-"""Workflow control: terminate, pause, resume, purge (DESIGN section 3, rule 7).
+"""Workflow control: terminate, pause, resume, purge, raise-event (DESIGN section 3, rule 7).
 
-Each is a state in the store that every step checks before it runs and when it
+Each is a state in the store that every step checks when it opens and when it
 checkpoints, so it holds while no worker runs (no Celery revoke is involved).
 """
 
@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..store.state import RuntimeStatus
 from ..store.workflows import now_iso
-from .records import StepClock
-from .runner import finish_workflow
-from .sweeper import redispatch
+from . import lifecycle
+from .seam import Runtime
 
 
-def terminate(runtime: Any, workflow_id: str, reason: str | None = None) -> str:
+def terminate(runtime: Runtime, workflow_id: str, reason: str | None = None) -> RuntimeStatus:
     """Mark the workflow TERMINATED; an in-flight step's checkpoint will be refused.
 
     Raises:
@@ -24,11 +24,11 @@ def terminate(runtime: Any, workflow_id: str, reason: str | None = None) -> str:
     store = runtime.find_store(workflow_id)
     fields = {"stop_reason": "terminated", **({"termination_reason": reason} if reason else {})}
     status = store.control(workflow_id, "terminate", fields)
-    finish_workflow(runtime, store, workflow_id)
+    lifecycle.finish_workflow(runtime, store, store.state(workflow_id))
     return status
 
 
-def pause(runtime: Any, workflow_id: str) -> str:
+def pause(runtime: Runtime, workflow_id: str) -> RuntimeStatus:
     """SUSPENDED: the step in flight may checkpoint, but no next step is dispatched.
 
     Raises:
@@ -37,7 +37,7 @@ def pause(runtime: Any, workflow_id: str) -> str:
     return runtime.find_store(workflow_id).control(workflow_id, "pause", {"paused_at": now_iso()})
 
 
-def resume(runtime: Any, workflow_id: str) -> str:
+def resume(runtime: Runtime, workflow_id: str) -> RuntimeStatus:
     """Back to the status it had before the pause, and dispatch its pending step.
 
     Raises:
@@ -45,15 +45,15 @@ def resume(runtime: Any, workflow_id: str) -> str:
     """
     store = runtime.find_store(workflow_id)
     status = store.control(workflow_id, "resume")
-    meta = store.meta(workflow_id)
-    if status == "RUNNING" or (
-        status == "PENDING" and store.session_head(meta["agent"], meta["session_id"]) == workflow_id
+    state = store.state(workflow_id)
+    if status == RuntimeStatus.RUNNING or (
+        status == RuntimeStatus.PENDING and store.session_head(state.agent, state.session_id) == workflow_id
     ):
-        redispatch(runtime, store, meta, reason="resumed")
+        lifecycle.redispatch(runtime, store, state, reason="resumed")
     return status
 
 
-def purge(runtime: Any, workflow_id: str) -> None:
+def purge(runtime: Runtime, workflow_id: str) -> None:
     """Delete a finished workflow's keys.
 
     Raises:
@@ -62,7 +62,7 @@ def purge(runtime: Any, workflow_id: str) -> None:
     runtime.find_store(workflow_id).purge(workflow_id)
 
 
-def raise_event(runtime: Any, workflow_id: str, name: str, payload: Any, worker: str = "api") -> bool:
+def raise_event(runtime: Runtime, workflow_id: str, name: str, payload: Any, worker: str = "api") -> bool:
     """Deliver event ``name`` (a tool approval, another agent's response...); if the
     workflow waits for it, it is RUNNING again and its pending step is dispatched.
 
@@ -72,9 +72,4 @@ def raise_event(runtime: Any, workflow_id: str, name: str, payload: Any, worker:
     Raises:
         WorkflowNotFound, InvalidTransition (the workflow has ended), ValidationError (name).
     """
-    store = runtime.find_store(workflow_id)
-    record = StepClock().record("event", "ok", 1, worker, {"name": name, "payload": payload})
-    woke = store.raise_event(workflow_id, name, payload, record)
-    if woke:
-        redispatch(runtime, store, store.meta(workflow_id), reason=f"event {name}")
-    return woke
+    return lifecycle.deliver_event(runtime, runtime.find_store(workflow_id), workflow_id, name, payload, worker)

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+#: The Celery tasks of the engine, one per kind of work (``agent_platform.step.<kind>``).
 STEP_KINDS = ("start", "llm", "tool", "finish")
+
+
+def task_kind(step_kind: str) -> str:
+    """The task that runs a step of kind ``step_kind`` (each kind has its own task)."""
+    return step_kind
 
 
 @dataclass(frozen=True)
@@ -15,8 +22,8 @@ class StepMessage:
     Attributes:
         agent: the agent's name (its queue is ``agent.<name>``).
         workflow_id: the workflow instance id.
-        kind: ``start``, ``llm``, ``tool`` or ``finish``.
-        step_seq: the workflow cursor this step runs at (the fencing token).
+        kind: the task's kind (see :data:`STEP_KINDS`).
+        step_seq: the workflow's step_seq this step runs at (the fencing token).
         call_index: the tool call's index in its assistant message (``tool`` only).
         attempt: 1 for a first attempt (informational: the store counts attempts).
         tool: the tool's name (``tool`` only; sets the task's time limit, shown in Flower).
@@ -44,4 +51,10 @@ class Dispatcher(Protocol):
 
     def dispatch(self, message: StepMessage, countdown: float | None = None, time_limit: float | None = None) -> None:
         """Enqueue ``message``, to run after ``countdown`` seconds, with a soft time limit."""
+        ...
+
+    def dispatch_group(
+        self, messages: Sequence[tuple[StepMessage, float | None]], countdown: float | None = None
+    ) -> None:
+        """Enqueue several messages (with their time limits) as one group."""
         ...

@@ -14,7 +14,11 @@ import os
 import socket
 import threading
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..store.workflows import WorkflowStore
+    from .dispatch import StepMessage
 
 log = logging.getLogger("agent_platform.leases")
 
@@ -56,13 +60,13 @@ class LeaseKeeper:
     """
 
     def __init__(self) -> None:
-        self._leases: dict[str, tuple[Any, Any, str, float]] = {}
+        self._leases: dict[str, tuple[WorkflowStore, StepMessage, str, float]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
 
-    def hold(self, store: Any, message: Any, token: str, ttl: float) -> None:
+    def hold(self, store: WorkflowStore, message: StepMessage, token: str, ttl: float) -> None:
         """Renew ``message``'s lease until :meth:`drop` (and push the sweeper's due time)."""
         with self._lock:
             self._leases[token] = (store, message, token, ttl)

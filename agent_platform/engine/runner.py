@@ -1,8 +1,9 @@
-"""Run one step durably: check the fence, take the lease, heartbeat, checkpoint, dispatch.
+"""Run a step durably: open it (lease, fence), run it, checkpoint it, decide what follows.
 
-This is DESIGN section 3, rules 1 and 2: a step whose ``step_seq`` is not the cursor,
-whose lease is held by a live owner, or that is already checkpointed returns at once
-and writes nothing.
+This is DESIGN section 3, rules 1 and 2: a step whose ``step_seq`` is not the workflow's,
+whose lease is held by a live owner, or that is already checkpointed returns at once and
+writes nothing. After each checkpoint one ``match`` over the step's outcome
+(:func:`follow_up`) decides what happens next.
 """
 
 from __future__ import annotations
@@ -10,200 +11,182 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from typing import Any
+from dataclasses import dataclass
+from enum import StrEnum
 
 import redis
 
-from ..errors import WorkflowNotFound
-from ..store.workflows import TERMINAL, WorkflowStore
-from .dispatch import StepMessage
-from .leases import keeper, new_token
-from .steps import STEP_FUNCTIONS, Outcome, StepContext, fail
+from ..store.state import NextStep, RuntimeStatus
+from ..store.workflows import CheckpointResult, OpenedStep, WorkflowStore
+from . import lifecycle
+from .context import StepContext, fail
+from .dispatch import StepMessage, task_kind
+from .leases import keeper, new_token, owner_is_dead
+from .outcomes import Advance, End, Outcome, RetryAfter, Suspend, ToolAnswered
+from .seam import Runtime
+from .steps import STEP_FUNCTIONS
 
 log = logging.getLogger("agent_platform.engine")
 
 
-def run_step(runtime: Any, message: StepMessage, worker: str = "") -> str:
-    """Run ``message``'s step if it is still due; return what happened (for logs and tests).
+class Verdict(StrEnum):
+    """What a step task did (its Celery result, shown by Flower and in the worker log)."""
 
-    Returns:
-        ``done``, ``retry``, ``failed`` (this step ended the workflow FAILED), or why
-        nothing ran: ``missing``, ``finished``, ``suspended``, ``stale``, ``waiting`` (its
-        session is busy), ``duplicate``, ``leased``, ``fenced``.
+    DONE = "done"  # checkpointed; the next step is dispatched (or the turn ended)
+    RETRY = "retry"  # checkpointed a retry record; the same step runs after a delay
+    WAITING = "waiting"  # checkpointed a wait: SUSPENDED until an event
+    FAILED = "failed"  # this step ended the workflow FAILED
+    # nothing ran:
+    MISSING = "missing"  # no such workflow (purged)
+    FINISHED = "finished"  # the workflow has ended
+    SUSPENDED = "suspended"  # paused or waiting for an event
+    STALE = "stale"  # not the workflow's current step
+    DUPLICATE = "duplicate"  # this tool call is already checkpointed
+    LEASED = "leased"  # another live run holds the step
+    SESSION_BUSY = "session_busy"  # an earlier turn of the session has not ended
+    FENCED = "fenced"  # ran, but the checkpoint was refused (terminated, or a duplicate won)
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """The verdict of a task and the kinds of the steps it ran, in order."""
+
+    verdict: Verdict
+    steps: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return self.verdict.value if not self.steps else f"{self.verdict.value}: {' '.join(self.steps)}"
+
+
+def run_step(runtime: Runtime, message: StepMessage, worker: str = "") -> StepReport:
+    """Run ``message``'s step if it is still due; report what happened.
 
     Raises:
         Exception: a bug inside a step, after the workflow was marked FAILED (so Celery
-            and Flower show the task as failed).
+            and Flower show the task as failed); a Redis connection error (the step's
+            lease then expires and the sweeper runs it again).
     """
     agent = runtime.agent(message.agent)
     store = runtime.store_for(agent)
     token = new_token()
-    ttl = runtime.settings.lease_ttl
-    leased, done, meta = store.open_step(message.workflow_id, message.step_seq, message.call_index, token, ttl)
-    if not leased:
-        return "leased"
-    released = False
-    error: BaseException | None = None
-    try:
-        verdict = (
-            "missing" if meta is None else (_precheck(runtime, store, meta, message) or ("duplicate" if done else ""))
-        )
-        if verdict:
-            return verdict
-        assert meta is not None
-        ctx = StepContext(agent, store, runtime.history_for(agent), runtime.settings, meta, message, worker)
-        keeper().hold(store, message, token, ttl)
-        try:
-            outcome = STEP_FUNCTIONS[message.kind](ctx)
-        except Exception as exc:
-            if _infrastructure_error(exc):
-                raise  # Redis away: not the workflow's fault; the sweeper runs the step again
-            log.exception("step %s of %s failed", message.kind, message.workflow_id)
-            error = exc
-            outcome = fail(ctx, exc)
-        finally:
-            keeper().drop(token)
-        released = True  # the checkpoint script releases the lease
-        result = _commit(runtime, store, message, outcome, meta, token)
-    finally:
-        if not released:
-            store.release_lease(message.workflow_id, message.step_seq, message.call_index, token)
+    opened = open_step(store, message, token, runtime.settings.lease_ttl, worker)
+    if opened.verdict != "open":
+        return StepReport(Verdict(opened.verdict))
+    assert opened.state is not None
+    state = opened.state
+    if task_kind(state.next.kind) != message.kind or (
+        state.next.kind == "start" and not lifecycle.session_turn(runtime, store, state)
+    ):
+        store.release_step(message.workflow_id, message.step_seq, message.call_index, token)
+        return StepReport(Verdict.STALE if task_kind(state.next.kind) != message.kind else Verdict.SESSION_BUSY)
+    ctx = StepContext(
+        agent, store, runtime.history_for(agent), runtime.settings, state, message, worker, opened.attempt, opened.lost
+    )
+    outcome, error = _run(ctx, token)
+    result = _checkpoint(runtime, ctx, token, outcome)
+    verdict = follow_up(runtime, ctx, outcome, result)
     if error is not None:
         raise error
-    return result
+    return StepReport(verdict, (ctx.kind,) if result.accepted else ())
 
 
-def _infrastructure_error(exc: BaseException) -> bool:
-    """True for a Redis connection failure or timeout that outlasted redis-py's retries."""
-    return isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError))
+def open_step(store: WorkflowStore, message: StepMessage, token: str, ttl: float, worker: str) -> OpenedStep:
+    """Open ``message``'s step; a lease held by a dead process of this host is voided
+    first (the broker redelivers a killed worker's message at once: it runs now)."""
+    m = message
+    opened = store.open_step(m.workflow_id, m.step_seq, m.call_index, token, ttl, worker)
+    if opened.verdict == "leased" and owner_is_dead(opened.owner):
+        assert opened.owner is not None
+        log.warning(
+            "voiding the lease of %s step %s held by a dead process (%s)", m.workflow_id, m.step_seq, opened.owner
+        )
+        store.void_lease(m.workflow_id, m.step_seq, m.call_index, opened.owner)
+        opened = store.open_step(m.workflow_id, m.step_seq, m.call_index, token, ttl, worker)
+    return opened
 
 
-def _precheck(runtime: Any, store: WorkflowStore, meta: dict[str, Any], message: StepMessage) -> str:
-    status = meta["runtime_status"]
-    if status in TERMINAL:
-        return "finished"
-    if status == "SUSPENDED":
-        return "suspended"
-    if meta["cursor"] != message.step_seq or meta["next"].get("kind") != message.kind:
-        return "stale"
-    if message.kind == "start" and not _session_turn(runtime, store, meta):
-        return "waiting"
-    return ""
+def _run(ctx: StepContext, token: str) -> tuple[Outcome, BaseException | None]:
+    """Run the step function with its lease renewed; a bug becomes a FAILED outcome."""
+    keeper().hold(ctx.store, ctx.message, token, ctx.settings.lease_ttl)
+    try:
+        return STEP_FUNCTIONS[ctx.kind](ctx), None
+    except Exception as exc:
+        if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+            # Redis away: not the workflow's fault; the sweeper runs the step again
+            ctx.store.release_step(ctx.workflow_id, ctx.step_seq, ctx.message.call_index, token)
+            raise
+        log.exception("step %s of %s failed", ctx.kind, ctx.workflow_id)
+        return fail(ctx, exc), exc
+    finally:
+        keeper().drop(token)
 
 
-def _session_turn(runtime: Any, store: WorkflowStore, meta: dict[str, Any]) -> bool:
-    """True when the workflow is the oldest unfinished turn of its session; heals a
-    session whose head finished without leaving it (a crash between the two writes)."""
-    agent, session = meta["agent"], meta["session_id"]
-    while True:
-        head = store.session_head(agent, session)
-        if head is None or head == meta["instance_id"]:
-            return True
-        try:
-            head_status = store.meta(head)["runtime_status"]
-        except WorkflowNotFound:  # purged: it only holds the session
-            store.leave_session(agent, session, head)
-            continue
-        if head_status not in TERMINAL:
-            store.set_due(meta["instance_id"], runtime.settings.dispatch_grace)
-            return False
-        if head_status == "COMPLETED":
-            finish_workflow(runtime, store, head)
-        else:
-            store.leave_session(agent, session, head)
-
-
-def _commit(
-    runtime: Any, store: WorkflowStore, message: StepMessage, outcome: Outcome, meta: dict[str, Any], token: str
-) -> str:
+def _checkpoint(runtime: Runtime, ctx: StepContext, token: str, outcome: Outcome) -> CheckpointResult:
     # A wait with a timeout is due exactly when it times out (the sweeper delivers the
     # timeout then); anything else once its dispatch had time to run.
     grace = runtime.settings.dispatch_grace
-    due_in = outcome.due_in if outcome.due_in is not None else (outcome.countdown or 0.0) + grace
-    result = store.checkpoint(
-        message.workflow_id,
-        message.step_seq,
-        outcome.record,
-        mode=outcome.mode,
-        call_index=message.call_index,
-        updates=outcome.updates,
-        incr=outcome.incr,
-        next_step=outcome.next_step,
-        due_in=due_in,
-        lease_token=token,
+    match outcome:
+        case Suspend(timeout=timeout) if timeout:
+            due_in = timeout
+        case RetryAfter(delay=delay):
+            due_in = delay + grace
+        case _:
+            due_in = grace
+    m = ctx.message
+    result = ctx.store.checkpoint(
+        m.workflow_id, m.step_seq, m.call_index, token, outcome.record, outcome.plan(), due_in
     )
     if not result.accepted:
-        log.info(
-            "checkpoint of %s step %s/%s refused: %s",
-            message.workflow_id,
-            message.kind,
-            message.step_seq,
-            result.reason,
-        )
-        return "fenced"
+        log.info("checkpoint of %s step %s/%s refused: %s", m.workflow_id, ctx.kind, m.step_seq, result.reason)
+        return result
     log.info(
-        "workflow=%s agent=%s step=%s seq=%s stage=%s attempt=%s status=%s duration_ms=%s",
-        message.workflow_id,
-        message.agent,
-        outcome.record["kind"],
+        "workflow=%s agent=%s step=%s seq=%s step_seq=%s attempt=%s status=%s duration_ms=%s",
+        m.workflow_id,
+        m.agent,
+        ctx.kind,
         result.seq,
-        message.step_seq,
+        m.step_seq,
         outcome.record["attempt"],
         outcome.record["status"],
         outcome.record["duration_ms"],
     )
-    _fault(runtime, message)
-    if outcome.ended:
-        finish_workflow(runtime, store, message.workflow_id, {**meta, **outcome.updates})
-        return "failed" if result.status == "FAILED" else "done"
-    pending = outcome.updates.get("pending_event")
-    early = store.event(message.workflow_id, pending["name"]) if pending and result.status == "SUSPENDED" else None
-    if early is not None:
-        # The event arrived between the step's look and this checkpoint: raise_event saw
-        # a RUNNING workflow and did not wake it, so wake it now.
-        from .control import raise_event  # control imports this module
-
-        raise_event(runtime, message.workflow_id, pending["name"], early, worker="engine")
-        return "done"
-    if result.status == "RUNNING" and (result.advanced or outcome.mode == "stay"):
-        runtime.dispatch_many(outcome.dispatch, countdown=outcome.countdown)
-    return "retry" if outcome.mode == "stay" else "done"
+    _fault(runtime, ctx.store, ctx.kind)
+    return result
 
 
-def finish_workflow(runtime: Any, store: WorkflowStore, workflow_id: str, meta: dict[str, Any] | None = None) -> None:
-    """After a final status: append a COMPLETED turn to memory (once: the append is
-    idempotent per workflow), free the session, start its next turn, run the finish
-    hooks. Safe to run again; a crash before it is healed by the session's next turn.
+def follow_up(runtime: Runtime, ctx: StepContext, outcome: Outcome, result: CheckpointResult) -> Verdict:
+    """What follows a checkpoint: the one place where the engine decides."""
+    if not result.accepted:
+        return Verdict.FENCED
+    running = result.status == RuntimeStatus.RUNNING
+    m = ctx.message
+    match outcome:
+        case End(status=status):
+            lifecycle.finish_workflow(runtime, ctx.store, ctx.state.updated(outcome.plan().updates))
+            return Verdict.FAILED if status == RuntimeStatus.FAILED else Verdict.DONE
+        case Suspend() if result.woke_early:
+            # the event was raised between the step's look and its checkpoint: run it again
+            lifecycle.redispatch(runtime, ctx.store, ctx.store.state(m.workflow_id), reason="event already raised")
+            return Verdict.WAITING
+        case Suspend():
+            return Verdict.WAITING
+        case RetryAfter(delay=delay):
+            if running:
+                again = StepMessage(m.agent, m.workflow_id, m.kind, m.step_seq, m.call_index, m.attempt + 1, m.tool)
+                runtime.dispatch(again, countdown=delay)
+            return Verdict.RETRY
+        case Advance() | ToolAnswered() if result.advanced and running:
+            step = outcome.next if isinstance(outcome, Advance) else NextStep("llm")
+            runtime.dispatch_many(lifecycle.stage_messages(m.agent, m.workflow_id, m.step_seq + 1, step))
+            return Verdict.DONE
+        case _:  # a tool call whose group is not complete, or a paused workflow
+            return Verdict.DONE
 
-    Args:
-        meta: the final status hash when the caller has it (saves a read).
-    """
-    meta = meta if meta is not None else store.meta(workflow_id)
-    if meta["runtime_status"] == "COMPLETED":
-        agent = runtime.agent(meta["agent"])
-        runtime.history_for(agent).append_turn(
-            meta["session_id"],
-            workflow_id,
-            [{"role": "user", "content": meta["input"]}, {"role": "assistant", "content": meta.get("output") or ""}],
-        )
-    head = store.leave_session(meta["agent"], meta["session_id"], workflow_id)
-    if head is not None:
-        runtime.dispatch(StepMessage(meta["agent"], head, "start", 0))
-    for hook in runtime.finish_hooks:
-        try:
-            hook(runtime, meta)
-        except Exception:  # a hook must not undo a final status
-            log.exception("finish hook %r failed for %s", hook, workflow_id)
-    store.forget_active(workflow_id)
 
-
-def _fault(runtime: Any, message: StepMessage) -> None:
+def _fault(runtime: Runtime, store: WorkflowStore, kind: str) -> None:
     """Crash tests: ``AGENT_PLATFORM_FAULT=exit_after_checkpoint:<kind>`` SIGKILLs this
-    process once (per Redis) between a checkpoint and the dispatch of the next step."""
-    fault = runtime.settings.fault
-    if not fault or fault != f"exit_after_checkpoint:{message.kind}":
-        return
-    store = runtime.store_for(message.agent)
-    if store.client.set(f"{store.base}:fault-fired", "1", nx=True):
-        log.warning("fault injection: SIGKILL after checkpoint of %s", message.kind)
+    process once (per Redis) right after the checkpoint of a ``<kind>`` record, before
+    anything follows it (the next dispatch, or finishing the turn)."""
+    if runtime.settings.fault == f"exit_after_checkpoint:{kind}" and store.fire_once():
+        log.warning("fault injection: SIGKILL after checkpoint of %s", kind)
         os.kill(os.getpid(), signal.SIGKILL)

@@ -1,132 +1,55 @@
 """What each step kind does; the runner wraps them with leases and checkpoints.
 
-A step function gets a :class:`StepContext` and returns an :class:`Outcome`: the record
-to checkpoint, how the workflow moves on, and what to dispatch once the checkpoint holds.
+A step function gets a :class:`~.context.StepContext` and returns an outcome
+(:mod:`.outcomes`): the record to checkpoint and how the workflow moves on.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import random
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from ..agent import AssistantAgent
-from ..errors import LLMError, RetryableLLMError, ToolArgumentsError, ToolError
+from ..errors import LLMError, RetryableLLMError, ToolArgumentsError
 from ..llm.reply import AssistantReply, ToolCall
-from ..memory.base import SessionHistory
-from ..settings import Settings
-from ..store.workflows import WorkflowStore, now_iso
-from ..tool import ToolContext
-from .dispatch import StepMessage
+from ..store.state import NextStep, RuntimeStatus, ToolCallSpec
+from ..store.workflows import now_iso
+from ..tool import ToolContext, WaitingTool
+from .context import StepContext, backoff, fail
+from .outcomes import Advance, End, Outcome, RetryAfter, Suspend, ToolAnswered
 from .prompt import build_messages
-from .records import StepClock
-
-
-@dataclass
-class StepContext:
-    """What a step sees: the agent, its stores, the status hash and the message."""
-
-    agent: AssistantAgent
-    store: WorkflowStore
-    history: SessionHistory
-    settings: Settings
-    meta: dict[str, Any]
-    message: StepMessage
-    worker: str
-    clock: StepClock = field(default_factory=StepClock)
-
-    @property
-    def workflow_id(self) -> str:
-        return self.message.workflow_id
-
-    def record(self, status: str, data: dict[str, Any], attempt: int = 1) -> dict[str, Any]:
-        return self.clock.record(self.message.kind, status, attempt, self.worker, data)
-
-
-@dataclass
-class Outcome:
-    """How a step ends: what :meth:`WorkflowStore.checkpoint` gets, and the follow-ups.
-
-    Attributes:
-        record, mode, updates, incr, next_step: passed to the checkpoint.
-        dispatch: step messages to enqueue once the checkpoint is accepted and the
-            workflow is RUNNING.
-        countdown: seconds before those messages run (a retry's backoff).
-        ended: the workflow reached a final status (the runner frees its session).
-    """
-
-    record: dict[str, Any]
-    mode: str
-    updates: dict[str, Any] = field(default_factory=dict)
-    incr: dict[str, int] = field(default_factory=dict)
-    next_step: dict[str, Any] | None = None
-    dispatch: list[StepMessage] = field(default_factory=list)
-    countdown: float | None = None
-    ended: bool = False
-    due_in: float | None = None
-
-
-def backoff(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
-    """Exponential backoff with full jitter (AWS's), never shorter than ``Retry-After``.
-
-    Args:
-        attempt: the attempt that failed (1, 2, ...).
-        base: seconds of the first backoff ceiling.
-        cap: the largest ceiling in seconds.
-        retry_after: the server's ``Retry-After`` in seconds, honoured as a floor.
-    """
-    ceiling = min(cap, base * (2 ** (attempt - 1)))
-    delay = random.uniform(ceiling / 2, ceiling)
-    return max(delay, retry_after or 0.0)
-
-
-def fail(ctx: StepContext, exc: BaseException, attempt: int = 1) -> Outcome:
-    """The outcome that ends a workflow FAILED with ``failure_details`` naming the step."""
-    details = {
-        "type": type(exc).__name__,
-        "message": str(exc)[:2000],
-        "step": ctx.message.kind,
-        "step_seq": ctx.message.step_seq,
-    }
-    return Outcome(
-        ctx.record("error", {"error": details["message"], "error_type": details["type"]}, attempt),
-        "end",
-        updates={"runtime_status": "FAILED", "failure_details": details, "ended_at": now_iso()},
-        ended=True,
-    )
+from .waits import approval_event_name, run_waiting_tool, wait_for
 
 
 def run_start(ctx: StepContext) -> Outcome:
     """Fix the history the turn sees and mark the workflow RUNNING."""
-    session = ctx.meta["session_id"]
+    session = ctx.state.session_id
     history_len = ctx.history.length(session)
     data = {
         "session_id": session,
         "history_len": history_len,
         "system": ctx.agent.system_prompt(),
-        "task": ctx.meta["input"],
+        "task": ctx.state.input,
     }
-    return Outcome(
+    return Advance(
         ctx.record("ok", data),
-        "advance",
-        updates={"runtime_status": "RUNNING", "history_len": str(history_len), "started_at": now_iso()},
+        NextStep("llm"),
+        updates={
+            "runtime_status": RuntimeStatus.RUNNING.value,
+            "history_len": str(history_len),
+            "started_at": now_iso(),
+        },
         incr={"steps_completed": 1},
-        next_step={"kind": "llm"},
-        dispatch=[_next(ctx, "llm")],
     )
 
 
 def run_llm(ctx: StepContext) -> Outcome:
     """One chat completion; tool calls become a parallel group of ``tool`` steps."""
-    agent, meta = ctx.agent, ctx.meta
-    attempt = meta.get("attempt", 1)
+    agent, state = ctx.agent, ctx.state
     records = ctx.store.steps(ctx.workflow_id)
-    history = ctx.history.messages(meta["session_id"], meta.get("history_len", 0))
-    messages = build_messages(agent, history, meta["input"], records)
-    iteration = meta.get("iteration", 0) + 1
+    history = ctx.history.messages(state.session_id, state.history_len)
+    messages = build_messages(agent, history, state.input, records)
+    iteration = state.iteration + 1
     rounds = sum(1 for r in records if r["kind"] == "llm" and r["status"] == "ok" and r["data"].get("tool_calls"))
     cfg = agent.llm.resolved()
     limit_rounds = cfg.get("max_tool_rounds")
@@ -134,64 +57,51 @@ def run_llm(ctx: StepContext) -> Outcome:
     last = last_by_iterations or (limit_rounds is not None and rounds >= limit_rounds)
     tools = agent.tool_schemas()
     try:
-        reply = agent.llm.chat(messages, tools, "none" if (last and tools) else None)
+        reply = agent.llm.chat(messages, tools, "none" if (last and tools) else None, config=cfg)
     except RetryableLLMError as exc:
-        if attempt >= ctx.settings.llm_max_attempts:
-            return fail(ctx, exc, attempt)
-        if exc.retry_after is not None and exc.retry_after > ctx.settings.llm_retry_after_max:
+        settings = ctx.settings
+        if ctx.attempt >= settings.llm_max_attempts:
+            return fail(ctx, exc)
+        if exc.retry_after is not None and exc.retry_after > settings.llm_retry_after_max:
             too_long = LLMError(
-                f"{exc}; the server asks to retry after {exc.retry_after:.0f} s, more than {ctx.settings.llm_retry_after_max:.0f} s"
+                f"{exc}; the server asks to retry after {exc.retry_after:.0f} s, more than {settings.llm_retry_after_max:.0f} s"
             )
-            return fail(ctx, too_long, attempt)
-        delay = backoff(attempt, ctx.settings.llm_backoff, ctx.settings.llm_backoff_max, exc.retry_after)
+            return fail(ctx, too_long)
+        delay = backoff(ctx.attempt, settings.llm_backoff, settings.llm_backoff_max, exc.retry_after)
         data = {
             "error": str(exc),
             "error_type": type(exc).__name__,
             "retry_in": round(delay, 3),
             "retry_after": exc.retry_after,
         }
-        return Outcome(
-            ctx.record("retry", data, attempt),
-            "stay",
-            incr={"attempt": 1},
-            dispatch=[_next(ctx, "llm", attempt=attempt + 1, same_stage=True)],
-            countdown=delay,
-        )
+        return RetryAfter(ctx.record("retry", data), delay, incr={"attempt": 1})
     except LLMError as exc:
-        return fail(ctx, exc, attempt)
-    reply = unique_call_ids(reply, records, ctx.message.step_seq)
+        return fail(ctx, exc)
+    reply = unique_call_ids(reply, records, ctx.step_seq)
     usage = {"iteration": 1, "steps_completed": 1, **{k: v for k, v in reply.usage.items() if v > 0}}
     data = reply.to_dict()
     if reply.tool_calls and not last:
-        calls = [
-            {"index": i, "id": c.id, "name": c.name, "arguments": c.arguments} for i, c in enumerate(reply.tool_calls)
-        ]
-        return Outcome(
-            ctx.record("ok", data, attempt),
-            "advance",
+        calls = tuple(ToolCallSpec(i, c.id, c.name, c.arguments) for i, c in enumerate(reply.tool_calls))
+        return Advance(
+            ctx.record("ok", data),
+            NextStep("tool", calls),
             updates={"tools_remaining": str(len(calls))},
-            incr=usage,
-            next_step={"kind": "tool", "calls": calls},
-            dispatch=[_next(ctx, "tool", call_index=c["index"], tool=c["name"]) for c in calls],
+            incr={**usage, "tool_rounds": 1},
         )
     if reply.tool_calls:
         data["ignored_tool_calls"] = "the turn's last model call may not call tools (max_iterations or max_tool_rounds)"
     stop_reason = (
         "max_iterations" if (last_by_iterations and (tools or reply.tool_calls)) else (reply.finish_reason or "stop")
     )
-    return Outcome(
-        ctx.record("ok", data, attempt),
-        "advance",
-        incr=usage,
-        next_step={"kind": "finish", "output": reply.content, "stop_reason": stop_reason},
-        dispatch=[_next(ctx, "finish")],
+    return Advance(
+        ctx.record("ok", data), NextStep("finish", output=reply.content, stop_reason=stop_reason), incr=usage
     )
 
 
-def unique_call_ids(reply: AssistantReply, records: list[dict[str, Any]], stage: int) -> AssistantReply:
+def unique_call_ids(reply: AssistantReply, records: list[dict[str, Any]], step_seq: int) -> AssistantReply:
     """Rename tool call ids already used in this workflow (or twice in this reply) to
-    ``<id>.<stage>.<index>``: some servers restart their ids at every reply or omit them,
-    and the tool message and the idempotency key (``<workflow_id>:<call_id>``) must
+    ``<id>.<step_seq>.<index>``: some servers restart their ids at every reply or omit
+    them, and the tool message and the idempotency key (``<workflow_id>:<call_id>``) must
     name one call only."""
     used = {
         call["id"]
@@ -201,7 +111,7 @@ def unique_call_ids(reply: AssistantReply, records: list[dict[str, Any]], stage:
     }
     calls = []
     for index, call in enumerate(reply.tool_calls):
-        call_id = call.id if call.id and call.id not in used else f"{call.id or 'call'}.{stage}.{index}"
+        call_id = call.id if call.id and call.id not in used else f"{call.id or 'call'}.{step_seq}.{index}"
         used.add(call_id)
         calls.append(ToolCall(call_id, call.name, call.arguments))
     return dataclasses.replace(reply, tool_calls=calls)
@@ -210,154 +120,65 @@ def unique_call_ids(reply: AssistantReply, records: list[dict[str, Any]], stage:
 def run_tool(ctx: StepContext) -> Outcome:
     """One tool call of the group; bad arguments and unknown tools go back to the model."""
     index = ctx.message.call_index if ctx.message.call_index is not None else 0
-    call = ctx.meta["next"]["calls"][index]
-    # Failed attempts of this call so far, counted per stage and call (a field that the
-    # first retry creates: HINCRBY starts from 0), so attempt 1, 2, ... in every stage.
-    retries_field = f"retries:{ctx.message.step_seq}:{index}"
-    attempt = 1 + int(ctx.meta.get(retries_field, 0))
-    data: dict[str, Any] = {"index": index, "call_id": call["id"], "name": call["name"], "arguments": call["arguments"]}
+    call = ctx.state.next.calls[index]
+    # Failed attempts of this call so far, counted per step_seq and call (a field that the
+    # first retry creates: HINCRBY starts from 0).
+    retries_field = f"retries:{ctx.step_seq}:{index}"
+    failed = ctx.state.retries.get(f"{ctx.step_seq}:{index}", 0)
+    data: dict[str, Any] = {"index": index, "call_id": call.id, "name": call.name, "arguments": call.arguments}
 
     def answer(status: str) -> Outcome:
         # Built when the call is answered, so the record's finished_at and duration_ms
         # cover the tool's run.
-        return Outcome(
-            ctx.record(status, data, attempt),
-            "tool",
-            incr={"steps_completed": 1},
-            next_step={"kind": "llm"},
-            dispatch=[_next(ctx, "llm")],
-        )
+        return ToolAnswered(ctx.record(status, data), incr={"steps_completed": 1})
 
-    tool = ctx.agent.tools.get(call["name"])
+    tool = ctx.agent.tools.get(call.name)
     if tool is None:
-        data["error"] = f"unknown tool {call['name']!r}; available tools: {', '.join(ctx.agent.tools) or 'none'}"
+        data["error"] = f"unknown tool {call.name!r}; available tools: {', '.join(ctx.agent.tools) or 'none'}"
         return answer("error")
     context = ToolContext(
         workflow_id=ctx.workflow_id,
-        call_id=call["id"],
-        idempotency_key=f"{ctx.workflow_id}:{call['id']}",
-        attempt=attempt,
+        call_id=call.id,
+        idempotency_key=f"{ctx.workflow_id}:{call.id}",
+        attempt=ctx.attempt,
         agent=ctx.agent.name,
-        session_id=ctx.meta["session_id"],
+        session_id=ctx.state.session_id,
     )
     if tool.requires_approval:
-        decision = _wait_for(
-            ctx, approval_event_name(ctx.message.step_seq, index), "approval", call, tool.approval_timeout
-        )
-        if isinstance(decision, Outcome):
+        decision = wait_for(ctx, approval_event_name(ctx.step_seq, index), "approval", call, tool.approval_timeout)
+        if isinstance(decision, Suspend):
             return decision
         if not (decision.get("approved") if isinstance(decision, dict) else bool(decision)):
             reason = decision.get("reason") if isinstance(decision, dict) else None
             data["error"] = f"the tool call was not approved: {reason or 'denied'}"
             return answer("error")
-    if getattr(tool, "waits_for_event", False):
-        return _run_waiting_tool(ctx, tool, call, context, data, answer)
+    if isinstance(tool, WaitingTool):
+        return run_waiting_tool(ctx, tool, call, context, data, answer, lambda exc: tool_error_text(exc, None))
     try:
-        data["result"] = tool.invoke(call["arguments"], context)
+        data["result"] = tool.invoke(call.arguments, context)
         return answer("ok")
     except ToolArgumentsError as exc:
         data["error"] = str(exc)
     except Exception as exc:  # the tool's own failure: retried, then told to the model
-        message = _tool_error_text(exc, tool.timeout)
-        if attempt <= tool.retries:
-            delay = backoff(attempt, 0.5, 10.0)
+        message = tool_error_text(exc, tool.timeout)
+        if failed < tool.retries:
+            delay = backoff(ctx.attempt, 0.5, 10.0)
             retry = {**data, "error": message, "retry_in": round(delay, 3)}
-            return Outcome(
-                ctx.record("retry", retry, attempt),
-                "stay",
-                incr={retries_field: 1},
-                dispatch=[
-                    _next(ctx, "tool", call_index=index, attempt=attempt + 1, same_stage=True, tool=call["name"])
-                ],
-                countdown=delay,
-            )
+            return RetryAfter(ctx.record("retry", retry), delay, incr={retries_field: 1})
         data["error"] = message
     return answer("error")
 
 
-def approval_event_name(stage: int, index: int) -> str:
-    """The event that approves tool call ``index`` of ``stage``: ``approval.<stage>.<index>``."""
-    return f"approval.{stage}.{index}"
-
-
-def response_event_name(stage: int, index: int) -> str:
-    """The event that completes waiting tool call ``index`` of ``stage``: ``response.<stage>.<index>``."""
-    return f"response.{stage}.{index}"
-
-
-def _wait_for(
-    ctx: StepContext,
-    name: str,
-    kind: str,
-    call: dict[str, Any],
-    timeout: float | None,
-    extra: dict[str, Any] | None = None,
-) -> Any:
-    """The payload of event ``name`` once raised, or the Outcome that suspends the
-    workflow (SUSPENDED with ``pending_event``) until ``raise-event`` brings it."""
-    payload = ctx.store.event(ctx.workflow_id, name)
-    if payload is not None:
-        return payload
-    pending: dict[str, Any] = {
-        "name": name,
-        "kind": kind,
-        "tool_call": {k: call[k] for k in ("id", "name", "arguments")},
-    }
-    pending.update(extra or {})
-    if timeout:
-        pending["timeout_at_ms"] = int((time.time() + timeout) * 1000)
-    record = ctx.clock.record(
-        "event", "ok", 1, ctx.worker, {"waiting_for": name, "kind": kind, "tool_call": pending["tool_call"]}
-    )
-    return Outcome(
-        record,
-        "stay",
-        updates={"runtime_status": "SUSPENDED", "pending_event": pending},
-        due_in=timeout if timeout else None,
-    )
-
-
-def _run_waiting_tool(
-    ctx: StepContext,
-    tool: Any,
-    call: dict[str, Any],
-    context: ToolContext,
-    data: dict[str, Any],
-    answer: Callable[[str], Outcome],
-) -> Outcome:
-    """A tool that starts work elsewhere (``begin``), suspends until event
-    ``response.<stage>.<index>`` arrives, then turns its payload into the result (``complete``)."""
-    name = response_event_name(ctx.message.step_seq, call["index"])
-    try:
-        arguments = tool.validate(call["arguments"])
-        payload = ctx.store.event(ctx.workflow_id, name)
-        if payload is None:
-            tool.begin(arguments, context, name)  # idempotent by context.idempotency_key
-            # The answer may already be back (a fast agent): then complete now.
-            payload = _wait_for(
-                ctx, name, "response", call, tool.event_timeout, {"target": getattr(tool, "target", None)}
-            )
-            if isinstance(payload, Outcome):
-                return payload
-        data["result"] = tool.complete(payload, arguments, context)
-    except Exception as exc:  # bad arguments, a timeout or an error answer: told to the model
-        data["error"] = str(exc) if isinstance(exc, (ToolArgumentsError, ToolError)) else _tool_error_text(exc, None)
-        return answer("error")
-    return answer("ok")
-
-
 def run_finish(ctx: StepContext) -> Outcome:
     """Complete the workflow; the turn is appended to memory once the final status is
-    checkpointed (:func:`agent_platform.engine.runner.finish_workflow`), so a turn that was
-    terminated meanwhile never reaches the session's history."""
-    output = ctx.meta["next"].get("output", "")
-    stop_reason = ctx.meta["next"].get("stop_reason", "stop")
-    return Outcome(
+    checkpointed (:func:`agent_platform.engine.lifecycle.finish_workflow`), so a turn that
+    was terminated meanwhile never reaches the session's history."""
+    output, stop_reason = ctx.state.next.output, ctx.state.next.stop_reason
+    return End(
         ctx.record("ok", {"output": output, "stop_reason": stop_reason}),
-        "end",
-        updates={"runtime_status": "COMPLETED", "output": output, "stop_reason": stop_reason, "ended_at": now_iso()},
+        RuntimeStatus.COMPLETED,
+        updates={"output": output, "stop_reason": stop_reason, "ended_at": now_iso()},
         incr={"steps_completed": 1},
-        ended=True,
     )
 
 
@@ -369,19 +190,12 @@ STEP_FUNCTIONS: dict[str, Callable[[StepContext], Outcome]] = {
 }
 
 
-def _next(
-    ctx: StepContext,
-    kind: str,
-    call_index: int | None = None,
-    attempt: int = 1,
-    same_stage: bool = False,
-    tool: str | None = None,
-) -> StepMessage:
-    seq = ctx.message.step_seq if same_stage else ctx.message.step_seq + 1
-    return StepMessage(ctx.agent.name, ctx.workflow_id, kind, seq, call_index, attempt, tool)
-
-
-def _tool_error_text(exc: BaseException, timeout: float | None) -> str:
+def tool_error_text(exc: BaseException, timeout: float | None) -> str:
+    """What the model reads for a tool that raised: ``<Type>: <message>`` (2000 chars at
+    most), or that it passed its ``timeout`` (Celery's soft time limit)."""
     if type(exc).__name__ == "SoftTimeLimitExceeded":
         return f"the tool did not finish within its timeout of {timeout} s"
     return f"{type(exc).__name__}: {exc}"[:2000]
+
+
+__all__ = ["STEP_FUNCTIONS", "End", "fail", "run_finish", "run_llm", "run_start", "run_tool"]

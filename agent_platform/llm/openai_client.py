@@ -81,7 +81,9 @@ class OpenAIChatClient:
         return f"<OpenAIChatClient model={self.model!r} base_url={self.base_url!r}>"
 
     def resolved(self) -> dict[str, Any]:
-        """The effective model, base_url, temperature and max_tool_rounds (no key).
+        """The effective settings of the next call: ``model``, ``base_url``, ``api_key``
+        (a placeholder when none is set: never log this dict), ``temperature``,
+        ``max_tool_rounds``, ``max_tokens`` and ``tool_result_role``.
 
         Raises:
             ConfigurationError: no API key and no base URL are configured anywhere.
@@ -135,6 +137,7 @@ class OpenAIChatClient:
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]] | None = None,
         tool_choice: str | None = None,
+        config: dict[str, Any] | None = None,
     ) -> AssistantReply:
         """Make one chat completion.
 
@@ -142,6 +145,8 @@ class OpenAIChatClient:
             messages: OpenAI-shaped messages.
             tools: OpenAI ``tools`` entries (omitted from the request when empty).
             tool_choice: ``"none"`` to forbid tool calls, ``"auto"``, or None.
+            config: what :meth:`resolved` returned, when the caller has it already
+                (the engine reads ``max_tool_rounds`` first): not resolved twice.
 
         Returns:
             The parsed reply (see :func:`parse_chat_completion` for the servers' quirks).
@@ -152,7 +157,7 @@ class OpenAIChatClient:
             LLMError: any other error status, or a body that is not a chat completion.
             ConfigurationError: no model is configured.
         """
-        cfg = self.resolved()
+        cfg = config if config is not None else self.resolved()
         if cfg["tool_result_role"] == "user":
             messages = tool_results_as_user(messages)
         request: dict[str, Any] = {"model": cfg["model"], "messages": messages}

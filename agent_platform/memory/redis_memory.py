@@ -2,21 +2,22 @@
 
 Keys: ``<prefix>conversation:{<agent>:<session>}`` (a list of JSON messages) and
 ``...:writers`` (a set of workflow ids that appended), in one hash tag so the
-idempotent append is one atomic script, also on Redis Cluster.
+idempotent append is one atomic script (``append_turn.lua``), also on Redis Cluster.
 """
 
 from __future__ import annotations
 
 import json
+from importlib import resources
 from typing import Any
 
+from .. import keys
 from ..ids import validate_id
 
-_APPEND = """
-if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
-for i = 2, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
-return 1
-"""
+
+def append_turn_script() -> str:
+    """The Lua source of the idempotent append (``memory/append_turn.lua``)."""
+    return resources.files(__package__).joinpath("append_turn.lua").read_text(encoding="utf-8")
 
 
 class ConversationRedisMemory:
@@ -48,12 +49,11 @@ class RedisSessionHistory:
         self.client = client
         self.prefix = prefix
         self.agent = agent_name
-        self._append = client.register_script(_APPEND)
+        self._append = client.register_script(append_turn_script())
 
     def key(self, session_id: str) -> str:
         """The list key of a session (the id is validated first)."""
-        validate_id(session_id, "session_id")
-        return f"{self.prefix}conversation:{{{self.agent}:{session_id}}}"
+        return keys.conversation(self.prefix, self.agent, session_id)
 
     def length(self, session_id: str) -> int:
         """Number of stored messages (LLEN)."""
@@ -70,4 +70,5 @@ class RedisSessionHistory:
         """Append once per workflow (one Lua script: SADD of the writer, then RPUSH)."""
         key = self.key(session_id)
         payload = [json.dumps({**m, "workflow_id": workflow_id}) for m in messages]
-        return bool(self._append(keys=[key, key + ":writers"], args=[workflow_id, *payload]))
+        writers = keys.conversation_writers(self.prefix, self.agent, session_id)
+        return bool(self._append(keys=[key, writers], args=[workflow_id, *payload]))

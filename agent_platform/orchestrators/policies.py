@@ -90,8 +90,9 @@ class Policy:
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]] | None = None,
         tool_choice: str | None = None,
+        config: dict[str, Any] | None = None,
     ) -> AssistantReply:
-        """The next agent call, or the summary when the turn is done."""
+        """The next agent call, or the summary when the turn is done (``config`` is unused)."""
         task, calls = read_turn(messages)
         answered = {c.tool for c in calls if c.answer is not None}
         pending = [tool for tool, _ in self.agents if tool not in answered]

@@ -1,77 +1,92 @@
-"""Listing and purging workflows: the store's read-mostly, many-workflow operations."""
+"""Listing and purging workflows: the read-mostly, many-workflow operations."""
 
 from __future__ import annotations
 
-from typing import Any
+import heapq
+import itertools
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidTransition
-from .codec import TERMINAL, decode_meta
+from ..keys import WORKFLOW_PARTS, WorkflowKeys
+from .state import WorkflowState
+
+if TYPE_CHECKING:
+    from .workflows import WorkflowStore
 
 
 class WorkflowQueries:
     """Mixed into :class:`~agent_platform.store.workflows.WorkflowStore` (uses its keys)."""
 
     client: Any
-    index_key: str
-    active_key: str
+    keys: WorkflowKeys
 
-    def key(self, workflow_id: str, part: str) -> str:  # provided by WorkflowStore
+    def state(self, workflow_id: str) -> WorkflowState:  # provided by WorkflowStore
         raise NotImplementedError
 
-    def meta(self, workflow_id: str) -> dict[str, Any]:  # provided by WorkflowStore
-        raise NotImplementedError
-
-    def session_key(self, agent: str, session_id: str) -> str:  # provided by WorkflowStore
-        raise NotImplementedError
-
-    def list(
-        self, status: str | None = None, session_id: str | None = None, limit: int = 50, cursor: int = 0
-    ) -> tuple[list[dict[str, Any]], int | None]:
-        """Workflows newest first, filtered; returns ``(items, next_cursor or None)``.
-
-        ``cursor`` is an offset into the creation-time index.
-        """
-        items: list[dict[str, Any]] = []
-        offset = cursor
-        batch = max(limit, 100)
-        while len(items) < limit:
-            ids = self.client.zrevrange(self.index_key, offset, offset + batch - 1)
+    def newest_first(self, status: str | None = None, session_id: str | None = None) -> Iterator[WorkflowState]:
+        """Every workflow of this store, newest first, filtered by status and session
+        (read in batches of 100: ZREVRANGE of the index, then HGETALLs in one pipeline)."""
+        offset, batch = 0, 100
+        while True:
+            ids = self.client.zrevrange(self.keys.index, offset, offset + batch - 1)
             if not ids:
-                return items, None
+                return
             pipe = self.client.pipeline(transaction=False)
             for wf in ids:
-                pipe.hgetall(self.key(wf, "meta"))
-            for n, raw in enumerate(pipe.execute()):
+                pipe.hgetall(self.keys.part(wf, "meta"))
+            for raw in pipe.execute():
                 if not raw:
+                    continue  # purged meanwhile
+                state = WorkflowState.decode(raw)
+                if status and state.runtime_status != status:
                     continue
-                meta = decode_meta(raw)
-                if status and meta.get("runtime_status") != status:
+                if session_id and state.session_id != session_id:
                     continue
-                if session_id and meta.get("session_id") != session_id:
-                    continue
-                items.append(meta)
-                if len(items) == limit:
-                    return items, offset + n + 1
+                yield state
             offset += len(ids)
-        return items, offset
 
     def purge(self, workflow_id: str) -> None:
-        """Delete every key of a finished workflow.
+        """Delete every key of a finished workflow (:data:`~agent_platform.keys.WORKFLOW_PARTS`
+        and its leases) and its index entries.
 
         Raises:
             WorkflowNotFound: no such workflow.
             InvalidTransition: it has not finished (409).
         """
-        meta = self.meta(workflow_id)
-        if meta["runtime_status"] not in TERMINAL:
-            raise InvalidTransition(f"cannot purge a workflow that is {meta['runtime_status']}", meta["runtime_status"])
-        leases = list(self.client.scan_iter(match=self.key(workflow_id, "lease:*"), count=100))
+        state = self.state(workflow_id)
+        if not state.finished:
+            raise InvalidTransition(f"cannot purge a workflow that is {state.runtime_status}", state.runtime_status)
+        leases = list(self.client.scan_iter(match=self.keys.lease_pattern(workflow_id), count=100))
         pipe = self.client.pipeline(transaction=False)
-        for part in ("meta", "steps", "done", "callback"):
-            pipe.delete(self.key(workflow_id, part))
-        for lease in leases:
-            pipe.delete(lease)
-        pipe.zrem(self.index_key, workflow_id)
-        pipe.zrem(self.active_key, workflow_id)
-        pipe.lrem(self.session_key(meta["agent"], meta["session_id"]), 0, workflow_id)
+        for key in [*(self.keys.part(workflow_id, p) for p in WORKFLOW_PARTS), *leases]:
+            pipe.delete(key)
+        pipe.zrem(self.keys.index, workflow_id)
+        pipe.zrem(self.keys.active, workflow_id)
+        pipe.lrem(self.keys.session(state.agent, state.session_id), 0, workflow_id)
         pipe.execute()
+
+
+def list_workflows(
+    stores: Sequence[WorkflowStore],
+    status: str | None = None,
+    session_id: str | None = None,
+    limit: int = 50,
+    cursor: int = 0,
+) -> tuple[list[WorkflowState], int | None]:
+    """Workflows of several stores merged newest first (by ``created_at``), filtered.
+
+    Args:
+        cursor: how many matching workflows earlier pages returned (0 for the first page).
+
+    Returns:
+        ``(states, next_cursor)``; ``next_cursor`` is None on the last page.
+    """
+    merged = heapq.merge(
+        *(store.newest_first(status, session_id) for store in stores),
+        key=lambda s: s.created_at or "",
+        reverse=True,
+    )
+    page = list(itertools.islice(merged, cursor, cursor + limit + 1))
+    more = len(page) > limit
+    return page[:limit], (cursor + limit if more else None)

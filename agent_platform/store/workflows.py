@@ -1,16 +1,11 @@
 """The workflow state store on Redis: status hash, append-only step log, leases, fencing.
 
-Keys of one workflow share the hash tag ``{<workflow_id>}`` (DESIGN section 3, rule 10)::
-
-    <prefix><state_key>:{<id>}:meta       hash: status, cursor, next step, counters
-    <prefix><state_key>:{<id>}:steps      stream: the step log, entry id 0-<seq+1>
-    <prefix><state_key>:{<id>}:done       hash: tool calls already checkpointed
-    <prefix><state_key>:{<id>}:lease:<stage>:<call>   string with a TTL: the step lease
-
-and, outside any one workflow: ``...:index`` (zset by creation time), ``...:active``
-(zset of unfinished workflows by the time the sweeper should look at them),
-``...:session:{<agent>:<session>}`` (the session's turns in start order) and
-``...:idem:<agent>:<sha256>`` (Idempotency-Key records).
+Keys are built by :class:`agent_platform.keys.WorkflowKeys` (every key of a workflow
+carries the hash tag ``{<workflow_id>}``). Each write of a workflow is one Lua script
+(``store/lua``) over that workflow's keys only; the sweeper's index ``<base>:active``
+holds every unfinished workflow from its creation until ``finish_workflow`` removes it,
+and a script's caller moves its due time beside the script (one pipeline, one round trip):
+a crash between the two leaves an earlier due time, so the sweeper only looks sooner.
 """
 
 from __future__ import annotations
@@ -18,16 +13,20 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from redis.exceptions import NoScriptError
+
 from ..errors import IdempotencyConflict, InvalidTransition, WorkflowNotFound
 from ..ids import validate_id
-from . import scripts
-from .codec import TERMINAL as TERMINAL
-from .codec import decode_meta
+from ..keys import WorkflowKeys
+from ..redis_clients import is_cluster
 from .queries import WorkflowQueries
+from .scripts import source
+from .state import RuntimeStatus, WorkflowState
 
 IDEMPOTENCY_TTL = 24 * 3600
 
@@ -42,6 +41,118 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _record(fields: dict[str, str]) -> dict[str, Any]:
+    record = json.loads(fields["r"])
+    return {"seq": int(fields["seq"]), **record}
+
+
+@dataclass(frozen=True)
+class OpenedStep:
+    """What opening a step found.
+
+    Attributes:
+        verdict: ``open`` (the lease is ours: run the step), or why not: ``leased`` (a
+            live or dead owner holds it: see ``owner``), ``missing``, ``finished``,
+            ``suspended``, ``stale`` (not the workflow's step_seq), ``duplicate`` (this
+            tool call is already checkpointed).
+        owner: the lease's owner token when ``leased``.
+        state: the workflow's state (``open`` only).
+        lost: runs of this step whose worker died before their checkpoint (each one is
+            now a ``lost`` record).
+        attempt: the attempt this run is (retries and lost runs counted).
+        messages: the turn's messages folded so far (when asked for).
+        records: the step records after those folded (when asked for).
+    """
+
+    verdict: str
+    owner: str | None = None
+    state: WorkflowState | None = None
+    lost: int = 0
+    attempt: int = 1
+    messages: list[dict[str, Any]] | None = None
+    records: list[dict[str, Any]] | None = None
+
+    @classmethod
+    def decode(cls, reply: Sequence[Any]) -> OpenedStep:
+        if reply[0] != "open":
+            return cls(reply[0], owner=reply[1] or None)
+        flat = reply[2]
+        state = WorkflowState.decode(dict(zip(flat[0::2], flat[1::2], strict=True)))
+        messages = [json.loads(m) for m in reply[5]] if len(reply) > 5 else None
+        records = [_record(dict(zip(f[0::2], f[1::2], strict=True))) for _, f in reply[6]] if len(reply) > 6 else None
+        return cls("open", None, state, int(reply[3]), int(reply[4]), messages, records)
+
+
+@dataclass(frozen=True)
+class Chain:
+    """Open the next step in the checkpoint's round trip (a local step, DESIGN section 3).
+
+    Attributes:
+        token, ttl: the next step's lease; call_index: its tool call (None for ``llm``).
+        worker: the Celery hostname; with_messages: read the turn's messages too.
+    """
+
+    token: str
+    ttl: float
+    worker: str
+    call_index: int | None = None
+    with_messages: bool = False
+
+
+@dataclass(frozen=True)
+class CheckpointPlan:
+    """How a checkpoint moves the workflow (see ``store/lua/checkpoint.lua``).
+
+    Attributes:
+        mode: ``advance`` (step_seq + ``stages``), ``tool`` (one call of a group; the last
+            one advances), ``stay`` (a retry or a wait: step_seq unchanged), ``end``
+            (advances; the workflow leaves the sweeper's set in ``finish_workflow``).
+        updates: status fields to set (JSON-encoded when not strings).
+        incr: integer fields to increment.
+        next: the next step (its JSON), stored when the workflow advances.
+        stages: how far step_seq moves when it advances.
+        extra_records: records appended after the step's own (a ``finish`` after ``llm``).
+        messages: chat messages appended to the turn's messages (an ``llm`` step folds the
+            tool results before it and its own reply).
+        suspend: ``{"name", "pending"}``: wait for an event (SUSPENDED), unless raised already.
+    """
+
+    mode: str
+    updates: dict[str, Any] = field(default_factory=dict)
+    incr: dict[str, int] = field(default_factory=dict)
+    next: dict[str, Any] | None = None
+    stages: int = 1
+    extra_records: tuple[dict[str, Any], ...] = ()
+    messages: tuple[dict[str, Any], ...] | None = None
+    suspend: dict[str, Any] | None = None
+
+    def to_json(self, chain: Chain | None) -> str:
+        plan: dict[str, Any] = {"mode": self.mode}
+        if self.updates:
+            plan["updates"] = {k: v if isinstance(v, str) else json.dumps(v) for k, v in self.updates.items()}
+        if self.incr:
+            plan["incr"] = self.incr
+        if self.next is not None:
+            plan["next"] = json.dumps(self.next)
+        if self.stages != 1:
+            plan["stages"] = self.stages
+        if self.extra_records:
+            plan["extra_records"] = [json.dumps(r) for r in self.extra_records]
+        if self.messages is not None:
+            plan["messages"] = [json.dumps(m) for m in self.messages]
+        if self.suspend is not None:
+            plan["suspend"] = {"name": self.suspend["name"], "pending": json.dumps(self.suspend["pending"])}
+        if chain is not None:
+            plan["chain"] = {
+                "token": chain.token,
+                "ttl_ms": int(chain.ttl * 1000),
+                "call_index": "" if chain.call_index is None else str(chain.call_index),
+                "worker": chain.worker,
+                "with_messages": "1" if chain.with_messages else "",
+            }
+        return json.dumps(plan)
+
+
 @dataclass(frozen=True)
 class CheckpointResult:
     """What a checkpoint did.
@@ -50,8 +161,11 @@ class CheckpointResult:
         accepted: the record was appended (False: fenced, and nothing was written).
         seq: the record's sequence number in the step log (-1 when refused).
         status: the workflow's runtime status after the checkpoint.
-        advanced: the cursor moved to the next stage (the caller dispatches it).
+        advanced: step_seq moved to the next stage.
         reason: why it was refused: ``finished``, ``stale``, ``duplicate``, ``missing``.
+        woke_early: a wait's event was raised already: the workflow stays RUNNING.
+        opened: the next step, opened by the same script (a :class:`Chain` was given and
+            the workflow advanced and is RUNNING).
     """
 
     accepted: bool
@@ -59,6 +173,8 @@ class CheckpointResult:
     status: str
     advanced: bool
     reason: str = ""
+    woke_early: bool = False
+    opened: OpenedStep | None = None
 
 
 class WorkflowStore(WorkflowQueries):
@@ -72,38 +188,37 @@ class WorkflowStore(WorkflowQueries):
 
     def __init__(self, client: Any, prefix: str = "", state_key: str = "workflow_state") -> None:
         self.client = client
-        self.base = f"{prefix}{state_key}"
-        self._checkpoint = client.register_script(scripts.CHECKPOINT)
-        self._open_step = client.register_script(scripts.OPEN_STEP)
-        self._renew = client.register_script(scripts.RENEW)
-        self._release = client.register_script(scripts.RELEASE)
-        self._control = client.register_script(scripts.CONTROL)
-        self._raise_event = client.register_script(scripts.RAISE_EVENT)
+        self.keys = WorkflowKeys(prefix, state_key)
+        self.base = self.keys.base
+        names = ("open_step", "checkpoint", "renew", "release", "void_lease", "control", "raise_event")
+        self._scripts = {name: client.register_script(source(name)) for name in names}
 
-    # -- keys ---------------------------------------------------------------------------
     def key(self, workflow_id: str, part: str) -> str:
-        """Key ``part`` of a workflow, e.g. ``meta``; the id is validated first."""
-        validate_id(workflow_id, "workflow id")
-        return f"{self.base}:{{{workflow_id}}}:{part}"
+        """Key ``part`` of a workflow (see :mod:`agent_platform.keys`)."""
+        return self.keys.part(workflow_id, part)
 
-    @property
-    def active_key(self) -> str:
-        """Zset of unfinished workflows, scored by when the sweeper should look (ms)."""
-        return f"{self.base}:active"
+    def _step_keys(self, workflow_id: str) -> list[str]:
+        return [self.key(workflow_id, p) for p in ("meta", "steps", "done", "runs", "messages")]
 
-    @property
-    def index_key(self) -> str:
-        """Zset of all workflows, scored by creation time (ms)."""
-        return f"{self.base}:index"
-
-    def session_key(self, agent: str, session_id: str) -> str:
-        """List of a session's unfinished turns in start order."""
-        validate_id(session_id, "session_id")
-        return f"{self.base}:session:{{{agent}:{session_id}}}"
-
-    def lease_key(self, workflow_id: str, stage: int, call_index: int | None) -> str:
-        """The lease of one step (``call_index`` for a tool call of a parallel group)."""
-        return self.key(workflow_id, f"lease:{stage}:{'' if call_index is None else call_index}")
+    def _run(self, name: str, keys: list[str], args: list[Any], due: tuple[str, float] | None = None) -> Any:
+        """Run a script; with ``due`` (workflow id, seconds), move the workflow's due time
+        in the sweeper's index in the same round trip, after the script."""
+        if due is None:
+            return self._scripts[name](keys=keys, args=args)
+        script = self._scripts[name]
+        if is_cluster(self.client):  # redis-py refuses EVALSHA in a cluster pipeline: two round trips
+            reply = script(keys=keys, args=args)
+            self.client.zadd(self.keys.active, {due[0]: now_ms() + int(due[1] * 1000)}, xx=True)
+            return reply
+        for _ in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            pipe.zadd(self.keys.active, {due[0]: now_ms() + int(due[1] * 1000)}, xx=True)
+            try:
+                return pipe.execute()[0]
+            except NoScriptError:  # a restarted Redis forgot its scripts
+                self.client.script_load(script.script)
+        raise NoScriptError(f"script {name} could not be loaded")
 
     # -- creation -----------------------------------------------------------------------
     def create(
@@ -116,7 +231,6 @@ class WorkflowStore(WorkflowQueries):
         callback_url: str | None = None,
         idempotency_key: str | None = None,
         due_in: float = 30.0,
-        extra: dict[str, str] | None = None,
     ) -> tuple[str, bool]:
         """Create a PENDING workflow and queue it in its session.
 
@@ -134,7 +248,7 @@ class WorkflowStore(WorkflowQueries):
             request_hash = hashlib.sha256(
                 json.dumps([task, session_id, metadata, callback_url], sort_keys=True).encode()
             ).hexdigest()
-            idem = f"{self.base}:idem:{agent}:{hashlib.sha256(idempotency_key.encode()).hexdigest()}"
+            idem = self.keys.idempotency(agent, idempotency_key)
             value = json.dumps({"workflow_id": workflow_id, "request": request_hash})
             if not self.client.set(idem, value, nx=True, ex=IDEMPOTENCY_TTL):
                 earlier = json.loads(self.client.get(idem) or "{}")
@@ -146,11 +260,11 @@ class WorkflowStore(WorkflowQueries):
             "instance_id": workflow_id,
             "agent": agent,
             "session_id": session_id,
-            "runtime_status": "PENDING",
+            "runtime_status": RuntimeStatus.PENDING.value,
             "input": task,
             "created_at": stamp,
             "last_updated_at": stamp,
-            "cursor": 0,
+            "step_seq": 0,
             "log_seq": 0,
             "attempt": 1,
             "steps_completed": 0,
@@ -160,19 +274,18 @@ class WorkflowStore(WorkflowQueries):
             "next": json.dumps({"kind": "start"}),
             "metadata": json.dumps(metadata or {}),
             **({"callback_url": callback_url} if callback_url else {}),
-            **(extra or {}),
         }
         pipe = self.client.pipeline(transaction=False)
         pipe.hset(self.key(workflow_id, "meta"), mapping=fields)
-        pipe.zadd(self.index_key, {workflow_id: now_ms()})
-        pipe.zadd(self.active_key, {workflow_id: now_ms() + int(due_in * 1000)})
-        pipe.rpush(self.session_key(agent, session_id), workflow_id)
+        pipe.zadd(self.keys.index, {workflow_id: now_ms()})
+        pipe.zadd(self.keys.active, {workflow_id: now_ms() + int(due_in * 1000)})
+        pipe.rpush(self.keys.session(agent, session_id), workflow_id)
         pipe.execute()
         return workflow_id, True
 
     # -- reading ------------------------------------------------------------------------
-    def meta(self, workflow_id: str) -> dict[str, Any]:
-        """The raw status hash, decoded (ints and JSON fields).
+    def state(self, workflow_id: str) -> WorkflowState:
+        """The workflow's state, decoded once.
 
         Raises:
             WorkflowNotFound: no such workflow.
@@ -180,7 +293,7 @@ class WorkflowStore(WorkflowQueries):
         raw = self.client.hgetall(self.key(workflow_id, "meta"))
         if not raw:
             raise WorkflowNotFound(f"no workflow {workflow_id!r}")
-        return decode_meta(raw)
+        return WorkflowState.decode(raw)
 
     def exists(self, workflow_id: str) -> bool:
         """True when the workflow has a status hash."""
@@ -196,129 +309,114 @@ class WorkflowStore(WorkflowQueries):
         reply = self.client.xread({self.key(workflow_id, "steps"): f"0-{after + 1}"}, block=block_ms)
         return [_record(fields) for _, entries in reply or [] for _, fields in entries]
 
-    def is_done(self, workflow_id: str, stage: int, call_index: int) -> bool:
-        """True when tool call ``call_index`` of ``stage`` is checkpointed."""
-        return bool(self.client.hexists(self.key(workflow_id, "done"), f"{stage}:{call_index}"))
+    def is_done(self, workflow_id: str, step_seq: int, call_index: int) -> bool:
+        """True when tool call ``call_index`` of ``step_seq`` is checkpointed."""
+        return bool(self.client.hexists(self.key(workflow_id, "done"), f"{step_seq}:{call_index}"))
 
-    # -- checkpoints --------------------------------------------------------------------
+    # -- steps --------------------------------------------------------------------------
+    def open_step(
+        self,
+        workflow_id: str,
+        step_seq: int,
+        call_index: int | None,
+        token: str,
+        ttl: float,
+        worker: str = "",
+        with_messages: bool = False,
+    ) -> OpenedStep:
+        """Take a step's lease, fence it and read what it needs, in one round trip
+        (``store/lua/open_step.lua``); a run left open by a dead worker becomes a ``lost``
+        record. ``ttl`` is in seconds."""
+        meta, steps, done, runs, messages = self._step_keys(workflow_id)
+        keys = [meta, self.keys.lease(workflow_id, step_seq, call_index), done, runs, steps, messages]
+        index = "" if call_index is None else str(call_index)
+        args = [token, int(ttl * 1000), step_seq, index, worker, now_iso(), now_ms(), "1" if with_messages else ""]
+        return OpenedStep.decode(self._run("open_step", keys, args))
+
     def checkpoint(
         self,
         workflow_id: str,
-        stage: int,
+        step_seq: int,
+        call_index: int | None,
+        token: str,
         record: dict[str, Any],
-        *,
-        mode: str,
-        call_index: int | None = None,
-        updates: dict[str, Any] | None = None,
-        incr: dict[str, int] | None = None,
-        next_step: dict[str, Any] | None = None,
+        plan: CheckpointPlan,
         due_in: float = 30.0,
-        lease_token: str | None = None,
+        chain: Chain | None = None,
     ) -> CheckpointResult:
-        """Append ``record`` to the step log and update the status, atomically and fenced.
-
-        Fencing: nothing is written unless the workflow is unfinished and its cursor is
-        still ``stage``; a tool call's result is written at most once.
+        """Append ``record`` and move the workflow by ``plan``, atomically and fenced
+        (``store/lua/checkpoint.lua``); release our lease; with ``chain``, open the next
+        step too. Nothing is written unless the workflow is unfinished and still at
+        ``step_seq``; a tool call's result is written at most once.
 
         Args:
-            stage: the cursor the step started from.
-            record: the step record (``seq`` is assigned here).
-            mode: ``advance`` (cursor + 1), ``stay`` (a retry: cursor unchanged),
-                ``tool`` (one call of a parallel group; the last one advances), ``end``
-                (cursor + 1; the workflow leaves the sweeper's set in ``finish_workflow``).
-            call_index: the tool call's index within the stage (mode ``tool`` / retries).
-            updates: status fields to set (JSON-encoded when not strings).
-            incr: integer fields to increment.
-            next_step: the next step description, stored when the cursor advances.
-            due_in: seconds until the sweeper may re-dispatch this workflow.
-            lease_token: our lease of this step, released by the same script.
+            due_in: seconds until the sweeper looks at the workflow again.
         """
-        fields = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (updates or {}).items()}
-        reply = self._checkpoint(
-            keys=[
-                self.key(workflow_id, "meta"),
-                self.key(workflow_id, "steps"),
-                self.key(workflow_id, "done"),
-                self.active_key,
-                self.lease_key(workflow_id, stage, call_index),
-            ],
-            args=[
-                str(stage),
-                "" if call_index is None else str(call_index),
-                json.dumps(record),
-                mode,
-                json.dumps(fields) if fields else "{}",
-                json.dumps(incr) if incr else "{}",
-                json.dumps(next_step) if next_step is not None else "",
-                now_ms() + int(due_in * 1000),
-                workflow_id,
-                now_iso(),
-                lease_token or "",
-            ],
-        )
+        keys = self._step_keys(workflow_id)
+        keys.append(self.keys.lease(workflow_id, step_seq, call_index))
+        next_seq = step_seq + plan.stages
+        keys.append(self.keys.lease(workflow_id, next_seq, chain.call_index if chain else None))
+        args = [
+            step_seq,
+            "" if call_index is None else str(call_index),
+            token,
+            json.dumps(record),
+            plan.to_json(chain),
+            now_iso(),
+            now_ms(),
+        ]
+        reply = self._run("checkpoint", keys, args, due=(workflow_id, due_in))
         code = int(reply[0])
         if code < 0:
             reason = {-1: "finished", -2: "stale", -3: "duplicate", -4: "missing"}[code]
             return CheckpointResult(False, -1, reply[1], False, reason)
-        return CheckpointResult(True, code, reply[1], bool(int(reply[2])))
+        opened = OpenedStep.decode(reply[4]) if len(reply) > 4 else None
+        return CheckpointResult(True, code, reply[1], bool(int(reply[2])), "", bool(int(reply[3])), opened)
 
-    def open_step(
-        self, workflow_id: str, stage: int, call_index: int | None, token: str, ttl: float
-    ) -> tuple[bool, bool, dict[str, Any] | None]:
-        """Take a step's lease and read what the step needs, in one round trip.
-
-        Returns:
-            ``(leased, done, meta)``: ``leased`` False when a live owner holds the lease
-            (then nothing else is read); ``done`` True when this tool call is already
-            checkpointed; ``meta`` the decoded status hash, None when the workflow is gone.
-        """
-        done_field = "" if call_index is None else f"{stage}:{call_index}"
-        reply = self._open_step(
-            keys=[
-                self.key(workflow_id, "meta"),
-                self.lease_key(workflow_id, stage, call_index),
-                self.key(workflow_id, "done"),
-            ],
-            args=[token, int(ttl * 1000), done_field],
-        )
-        if not int(reply[0]):
-            return False, False, None
-        flat = reply[2]
-        raw = dict(zip(flat[0::2], flat[1::2], strict=True))
-        return True, bool(int(reply[1])), decode_meta(raw) if raw else None
+    def release_step(self, workflow_id: str, step_seq: int, call_index: int | None, token: str) -> None:
+        """Give back a step that did not run: our lease and our run entry go."""
+        field_name = f"{step_seq}:{'' if call_index is None else call_index}"
+        keys = [self.keys.lease(workflow_id, step_seq, call_index), self.key(workflow_id, "runs")]
+        self._run("release", keys, [token, field_name])
 
     # -- leases -------------------------------------------------------------------------
-    def renew_lease(self, workflow_id: str, stage: int, call_index: int | None, token: str, ttl: float) -> bool:
+    def renew_lease(self, workflow_id: str, step_seq: int, call_index: int | None, token: str, ttl: float) -> bool:
         """Extend our lease by ``ttl`` seconds; False when it is no longer ours."""
-        key = self.lease_key(workflow_id, stage, call_index)
-        return bool(self._renew(keys=[key], args=[token, int(ttl * 1000)]))
+        key = self.keys.lease(workflow_id, step_seq, call_index)
+        return bool(self._run("renew", [key], [token, int(ttl * 1000)]))
 
-    def release_lease(self, workflow_id: str, stage: int, call_index: int | None, token: str) -> None:
-        """Delete our lease (only if still ours)."""
-        self._release(keys=[self.lease_key(workflow_id, stage, call_index)], args=[token])
+    def void_lease(self, workflow_id: str, step_seq: int, call_index: int | None, owner: str) -> bool:
+        """Delete the lease ``owner`` holds (a process that died); False when it changed."""
+        return bool(self._run("void_lease", [self.keys.lease(workflow_id, step_seq, call_index)], [owner]))
 
-    def lease_owner(self, workflow_id: str, stage: int, call_index: int | None) -> str | None:
+    def lease_owner(self, workflow_id: str, step_seq: int, call_index: int | None) -> str | None:
         """The token of the step lease's owner, or None when nobody holds it."""
-        return self.client.get(self.lease_key(workflow_id, stage, call_index))
+        owner: str | None = self.client.get(self.keys.lease(workflow_id, step_seq, call_index))
+        return owner
 
+    # -- the sweeper's index ------------------------------------------------------------
     def set_due(self, workflow_id: str, seconds: float) -> None:
         """Tell the sweeper to look at this workflow again in ``seconds``."""
-        self.client.zadd(self.active_key, {workflow_id: now_ms() + int(seconds * 1000)}, xx=True)
+        self.client.zadd(self.keys.active, {workflow_id: now_ms() + int(seconds * 1000)}, xx=True)
 
     def due_workflows(self, limit: int = 100) -> list[str]:
         """Unfinished workflows whose sweep time has come."""
-        return list(self.client.zrangebyscore(self.active_key, "-inf", now_ms(), start=0, num=limit))
+        return list(self.client.zrangebyscore(self.keys.active, "-inf", now_ms(), start=0, num=limit))
 
     def active_workflows(self, limit: int = 10_000) -> list[str]:
         """Unfinished workflows, due or not (oldest due first)."""
-        return list(self.client.zrange(self.active_key, 0, limit - 1))
+        return list(self.client.zrange(self.keys.active, 0, limit - 1))
 
     def forget_active(self, workflow_id: str) -> None:
-        """Remove a workflow from the sweeper's set."""
-        self.client.zrem(self.active_key, workflow_id)
+        """Remove a workflow from the sweeper's set (once it is finished for good)."""
+        self.client.zrem(self.keys.active, workflow_id)
+
+    def take_sweeper_lock(self, seconds: float) -> bool:
+        """Try to become this store's sweeper for ``seconds`` (``SET NX PX``)."""
+        return bool(self.client.set(self.keys.sweeper_lock, "1", nx=True, px=max(100, int(seconds * 1000))))
 
     # -- control ------------------------------------------------------------------------
-    def control(self, workflow_id: str, action: str, fields: dict[str, Any] | None = None) -> str:
+    def control(self, workflow_id: str, action: str, fields: dict[str, Any] | None = None) -> RuntimeStatus:
         """Apply ``terminate``, ``pause`` or ``resume``; returns the new status.
 
         Raises:
@@ -326,19 +424,16 @@ class WorkflowStore(WorkflowQueries):
             InvalidTransition: the action does not apply to the current status (409).
         """
         extra = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (fields or {}).items()}
-        result, status = self._control(
-            keys=[self.key(workflow_id, "meta"), self.active_key],
-            args=[action, now_iso(), workflow_id, now_ms(), json.dumps(extra) if extra else "{}"],
-        )
+        result, status = self._run("control", [self.key(workflow_id, "meta")], [action, now_iso(), json.dumps(extra)])
         if result == "missing":
             raise WorkflowNotFound(f"no workflow {workflow_id!r}")
         if result == "refused":
             raise InvalidTransition(f"cannot {action} a workflow that is {status}", status)
-        return status
+        return RuntimeStatus(status)
 
     def raise_event(self, workflow_id: str, name: str, payload: Any, record: dict[str, Any]) -> bool:
-        """Store event ``name`` with its JSON ``payload`` (kept even if nobody waits yet, as
-        Dapr buffers events) and log ``record``; wake the workflow if it waits for it.
+        """Store event ``name`` with its JSON ``payload`` and log ``record``; wake the
+        workflow if it waits for it (``store/lua/raise_event.lua``).
 
         Returns:
             True when the workflow was waiting for this event and is RUNNING again.
@@ -348,33 +443,30 @@ class WorkflowStore(WorkflowQueries):
             InvalidTransition: it has ended (409).
         """
         validate_id(name, "event name")
-        result, detail = self._raise_event(
-            keys=[self.key(workflow_id, "meta"), self.key(workflow_id, "steps"), self.active_key],
-            args=[name, json.dumps(payload), json.dumps(record), now_iso(), now_ms(), workflow_id],
-        )
+        keys = [self.key(workflow_id, "meta"), self.key(workflow_id, "steps")]
+        result, detail = self._run("raise_event", keys, [name, json.dumps(payload), json.dumps(record), now_iso()])
         if result == "missing":
             raise WorkflowNotFound(f"no workflow {workflow_id!r}")
         if result == "refused":
             raise InvalidTransition(f"cannot raise an event on a workflow that is {detail}", detail)
-        return detail == "1"
-
-    def event(self, workflow_id: str, name: str) -> Any:
-        """The payload of a raised event, or None when it was not raised."""
-        raw = self.client.hget(self.key(workflow_id, "meta"), f"event:{name}")
-        return None if raw is None else json.loads(raw)
+        return bool(detail == "1")
 
     # -- sessions -----------------------------------------------------------------------
     def session_head(self, agent: str, session_id: str) -> str | None:
         """The session's oldest unfinished turn, or None."""
-        return self.client.lindex(self.session_key(agent, session_id), 0)
+        head: str | None = self.client.lindex(self.keys.session(agent, session_id), 0)
+        return head
 
     def leave_session(self, agent: str, session_id: str, workflow_id: str) -> str | None:
         """Remove a finished turn from its session; return the new head (to start), or None."""
-        key = self.session_key(agent, session_id)
-        self.client.lrem(key, 0, workflow_id)
-        return self.client.lindex(key, 0)
+        pipe = self.client.pipeline(transaction=False)
+        key = self.keys.session(agent, session_id)
+        pipe.lrem(key, 0, workflow_id)
+        pipe.lindex(key, 0)
+        head: str | None = pipe.execute()[1]
+        return head
 
-
-def _record(fields: dict[str, str]) -> dict[str, Any]:
-    record = json.loads(fields["r"])
-    return {"seq": int(fields["seq"]), **record}
+    # -- crash tests --------------------------------------------------------------------
+    def fire_once(self) -> bool:
+        """True the first time it is called for this store (AGENT_PLATFORM_FAULT)."""
+        return bool(self.client.set(self.keys.fault_fired, "1", nx=True))

@@ -157,7 +157,7 @@ class ScriptedModel:
             server = make_server(
                 self.host,
                 sock.getsockname()[1],
-                self._app,
+                self._app,  # type: ignore[arg-type,misc]  # werkzeug's Request.application on a method
                 threaded=True,
                 request_handler=_QuietHandler,
                 fd=sock.fileno(),
@@ -265,7 +265,7 @@ class ScriptedModel:
     # -- HTTP --------------------------------------------------------------------
 
     @Request.application  # type: ignore[arg-type]
-    def _app(self, request: Request) -> Response:
+    def _app(self, request: Request) -> Response:  # type: ignore[misc]
         path = request.path.rstrip("/")
         if path in _CHAT_PATHS and request.method == "POST":
             return self._chat(request)

@@ -45,7 +45,8 @@ def assert_turn_once(
     """A finished turn happened once: COMPLETED with ``output``, one ``ok`` record per step
     of start, llm, tool, llm, finish (no retry, no duplicate) plus, when ``lost`` names a
     step kind, the ``lost`` record of the run a kill cut short (DESIGN rule 11) just before
-    that step's ``ok`` record; and the session's memory holds its question and answer once.
+    that step's ``ok`` record; and the session's memory holds its question and answer once
+    (it is appended right after the final checkpoint).
     Returns the step log."""
     status = api.status(wf)
     assert status["runtime_status"] == "COMPLETED", status
@@ -57,7 +58,8 @@ def assert_turn_once(
         expected.insert(expected.index((lost, "ok")), (lost, "lost"))
     assert [(s["kind"], s["status"]) for s in steps] == expected, steps
     assert chain_problems(steps) == []
-    history = platform.history(session, agent=agent)
+    # memory is appended right after the final checkpoint (finish_workflow): wait for it
+    history = wait_until(lambda: platform.history(session, agent=agent), timeout=10, message="the turn in memory")
     assert [(m["role"], m["workflow_id"]) for m in history] == [("user", wf), ("assistant", wf)], history
     assert history[1]["content"] == output
     return steps

@@ -32,19 +32,15 @@ from .workers import wait_until
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
-    with RedisClusterServers(tmp_path_factory.mktemp("cluster")) as servers:
-        yield servers
-
-
-@pytest.fixture(scope="module")
 def platform(
-    cluster: RedisClusterServers,
+    redis_cluster: RedisClusterServers,
     redis_server: EmbeddedRedis,
     model_server: ScriptedModel,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Platform]:
-    components = write_components(tmp_path_factory.mktemp("components-cluster"), cluster.hosts, redisType="cluster")
+    components = write_components(
+        tmp_path_factory.mktemp("components-cluster"), redis_cluster.hosts, redisType="cluster"
+    )
     with topology_platform(
         tmp_path_factory,
         "cluster",
@@ -58,14 +54,14 @@ def platform(
 
 
 @pytest.fixture(autouse=True)
-def clean_cluster(cluster: RedisClusterServers) -> None:
-    cluster.flush()
+def clean_cluster(redis_cluster: RedisClusterServers) -> None:
+    redis_cluster.flush()
 
 
-def _nodes_holding(cluster: RedisClusterServers, pattern: str) -> dict[int, list[str]]:
+def _nodes_holding(redis_cluster: RedisClusterServers, pattern: str) -> dict[int, list[str]]:
     found = {}
-    for node in cluster.nodes:
-        with cluster.node_client(node.port) as client:
+    for node in redis_cluster.nodes:
+        with redis_cluster.node_client(node.port) as client:
             keys = sorted(client.scan_iter(match=pattern, count=1000))
         if keys:
             found[node.port] = keys
@@ -73,17 +69,17 @@ def _nodes_holding(cluster: RedisClusterServers, pattern: str) -> dict[int, list
 
 
 def test_c01_paris_turn_on_a_redis_cluster(
-    api: Api, model: ScriptedModel, platform: Platform, redis_client: redis.Redis, cluster: RedisClusterServers
+    api: Api, model: ScriptedModel, platform: Platform, redis_client: redis.Redis, redis_cluster: RedisClusterServers
 ) -> None:
     wf = paris_turn(api, model, platform, redis_client, "cluster-paris")
 
     # the workflow's keys are on one primary (one hash tag), the one serving its slot
-    holding = _nodes_holding(cluster, f"*{{{wf}}}*")
-    with cluster.client() as client:
-        owner = cluster.owner(client.keyslot(f"{{{wf}}}")).port
+    holding = _nodes_holding(redis_cluster, f"*{{{wf}}}*")
+    with redis_cluster.client() as client:
+        owner = redis_cluster.owner(client.keyslot(f"{{{wf}}}")).port
     assert list(holding) == [owner], holding
     # and the state is spread: not every key of the deployment is on that node
-    assert len(_nodes_holding(cluster, "*")) >= 2
+    assert len(_nodes_holding(redis_cluster, "*")) >= 2
 
 
 def test_c04_sigkill_of_the_whole_worker_mid_tool_on_a_redis_cluster(
@@ -93,7 +89,7 @@ def test_c04_sigkill_of_the_whole_worker_mid_tool_on_a_redis_cluster(
 
 
 def test_resharding_the_slot_of_a_running_workflow_loses_nothing(
-    api: Api, model: ScriptedModel, platform: Platform, redis_client: redis.Redis, cluster: RedisClusterServers
+    api: Api, model: ScriptedModel, platform: Platform, redis_client: redis.Redis, redis_cluster: RedisClusterServers
 ) -> None:
     """The slot of a workflow in its tool step moves to another primary, one key at a time
     (``redis-cli --cluster reshard --cluster-pipeline 1``), and stays split (its status
@@ -104,20 +100,20 @@ def test_resharding_the_slot_of_a_running_workflow_loses_nothing(
     wf = api.start_turn("Run the task while the cluster reshards", session_id="cluster-reshard", agent="OpsBuddy")
     wait_until(lambda: tool_events(redis_client, "slow_task:start"), timeout=20, message="the tool to start")
     meta = f"workflow_state:{{{wf}}}:meta"
-    with cluster.client() as client:
+    with redis_cluster.client() as client:
         slot = client.keyslot(meta)
 
     def split_while_the_tool_checkpoints() -> None:
         wait_until(lambda: tool_events(redis_client, "slow_task:end"), timeout=20, message="the tool to end")
         time.sleep(2.0)  # the checkpoint meets TRYAGAIN all this time (redis-py alone gives up after ~0.4 s)
 
-    source, target = cluster.migrate_slot(slot, first=meta, between=split_while_the_tool_checkpoints)
+    source, target = redis_cluster.migrate_slot(slot, first=meta, between=split_while_the_tool_checkpoints)
     status = api.wait_status(wf, timeout=40)
 
     assert status["runtime_status"] == "COMPLETED", status
     assert_turn_once(api, platform, wf, "OpsBuddy", "cluster-reshard", "Done while resharding.")
-    assert cluster.owner(slot).port == target != source
-    assert list(_nodes_holding(cluster, f"*{{{wf}}}*")) == [target]
+    assert redis_cluster.owner(slot).port == target != source
+    assert list(_nodes_holding(redis_cluster, f"*{{{wf}}}*")) == [target]
     assert len(tool_events(redis_client, "slow_task:start")) == 1
     assert model.calls == 2
 

@@ -22,7 +22,7 @@ from agent_platform.testing import ScriptedModel, error, text, tool_call
 from .agents_failures import tool_events
 from .helpers import Api, Platform, chain_problems
 from .scaling_cases import FAST_RECOVERY, paris_turn, sigkill_mid_tool
-from .topologies import RabbitVhost, require_rabbitmq, topology_platform
+from .topologies import RabbitVhost, topology_platform
 from .workers import wait_until
 
 QUEUES = ("agent.TravelBuddy", "agent.OpsBuddy")
@@ -33,18 +33,8 @@ def _time(value: str) -> datetime:
 
 
 @pytest.fixture(scope="module")
-def vhost() -> Iterator[RabbitVhost]:
-    require_rabbitmq()
-    created = RabbitVhost().create()
-    try:
-        yield created
-    finally:
-        created.delete()
-
-
-@pytest.fixture(scope="module")
 def platform(
-    vhost: RabbitVhost,
+    rabbit_vhost: RabbitVhost,
     redis_server: EmbeddedRedis,
     model_server: ScriptedModel,
     tmp_path_factory: pytest.TempPathFactory,
@@ -54,7 +44,7 @@ def platform(
         "rabbitmq",
         redis_server.url,
         model_server.base_url,
-        AGENT_PLATFORM_BROKER_URL=vhost.url,
+        AGENT_PLATFORM_BROKER_URL=rabbit_vhost.url,
         AGENT_PLATFORM_LLM_BACKOFF_MAX="0.2",
         **FAST_RECOVERY,
     ) as deployment:
@@ -62,11 +52,11 @@ def platform(
 
 
 def test_c01_paris_turn_on_rabbitmq_quorum_queues(
-    api: Api, model: ScriptedModel, platform: Platform, redis_client: redis.Redis, vhost: RabbitVhost
+    api: Api, model: ScriptedModel, platform: Platform, redis_client: redis.Redis, rabbit_vhost: RabbitVhost
 ) -> None:
     paris_turn(api, model, platform, redis_client, "rabbit-paris")
 
-    types = vhost.queue_types()
+    types = rabbit_vhost.queue_types()
     assert {q: types.get(q) for q in QUEUES} == dict.fromkeys(QUEUES, "quorum"), types
     # the worker declared native delayed delivery's queues (quorum too)
     assert types.get("celery_delayed_0") == "quorum" and types.get("celery_delayed_27") == "quorum", types

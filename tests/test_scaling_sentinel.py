@@ -28,20 +28,17 @@ from .workers import wait_until
 
 
 @pytest.fixture(scope="module")
-def sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSentinelServers]:
-    with RedisSentinelServers(tmp_path_factory.mktemp("sentinel")) as servers:
-        yield servers
-
-
-@pytest.fixture(scope="module")
 def platform(
-    sentinel: RedisSentinelServers,
+    redis_sentinel: RedisSentinelServers,
     redis_server: EmbeddedRedis,
     model_server: ScriptedModel,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Platform]:
     components = write_components(
-        tmp_path_factory.mktemp("components-sentinel"), sentinel.hosts, failover="true", sentinelMasterName=MASTER_NAME
+        tmp_path_factory.mktemp("components-sentinel"),
+        redis_sentinel.hosts,
+        failover="true",
+        sentinelMasterName=MASTER_NAME,
     )
     with topology_platform(
         tmp_path_factory,
@@ -49,7 +46,7 @@ def platform(
         redis_server.url,
         model_server.base_url,
         components,
-        AGENT_PLATFORM_BROKER_URL=sentinel.broker_url,
+        AGENT_PLATFORM_BROKER_URL=redis_sentinel.broker_url,
         AGENT_PLATFORM_BROKER_TRANSPORT_OPTIONS=json.dumps({"master_name": MASTER_NAME}),
         # the lease TTL stays at its default: a failover (~3 s) must not outlast it
         **{**FAST_RECOVERY, "AGENT_PLATFORM_LEASE_TTL": "10"},
@@ -58,17 +55,17 @@ def platform(
 
 
 @pytest.fixture(autouse=True)
-def clean_primary(sentinel: RedisSentinelServers) -> None:
-    with sentinel.primary_client() as client:
+def clean_primary(redis_sentinel: RedisSentinelServers) -> None:
+    with redis_sentinel.primary_client() as client:
         clean_redis(client)  # kombu's bindings stay: the broker lives here too
 
 
 def test_c01_paris_turn_on_redis_sentinel(
-    api: Api, model: ScriptedModel, platform: Platform, redis_client: redis.Redis, sentinel: RedisSentinelServers
+    api: Api, model: ScriptedModel, platform: Platform, redis_client: redis.Redis, redis_sentinel: RedisSentinelServers
 ) -> None:
     wf = paris_turn(api, model, platform, redis_client, "sentinel-paris")
 
-    with sentinel.primary_client() as primary:
+    with redis_sentinel.primary_client() as primary:
         assert primary.exists(f"workflow_state:{{{wf}}}:meta")
         assert any(key.startswith("_kombu.binding.") for key in primary.scan_iter(match="_kombu*"))
 
@@ -80,7 +77,7 @@ def test_c04_sigkill_of_the_whole_worker_mid_tool_on_redis_sentinel(
 
 
 def test_failover_in_the_middle_of_a_turn_completes_it_once(
-    api: Api, model: ScriptedModel, platform: Platform, redis_client: redis.Redis, sentinel: RedisSentinelServers
+    api: Api, model: ScriptedModel, platform: Platform, redis_client: redis.Redis, redis_sentinel: RedisSentinelServers
 ) -> None:
     """The primary (state and broker) is SIGKILLed while the turn's tool runs; the
     Sentinels promote the replica within seconds. The tool's checkpoint and the next steps
@@ -90,15 +87,15 @@ def test_failover_in_the_middle_of_a_turn_completes_it_once(
     model.add(tool_call("slow_task", {"seconds": 4, "label": "failover"}), text("Done across the failover."))
     wf = api.start_turn("Run the task across a failover", session_id="sentinel-failover", agent="OpsBuddy")
     wait_until(lambda: tool_events(redis_client, "slow_task:start"), timeout=20, message="the tool to start")
-    old, new = sentinel.kill_primary()
+    old, new = redis_sentinel.kill_primary()
     status = api.wait_status(wf, timeout=60)
 
     assert status["runtime_status"] == "COMPLETED", status
-    assert old != new == sentinel.primary_port()
+    assert old != new == redis_sentinel.primary_port()
     assert_turn_once(api, platform, wf, "OpsBuddy", "sentinel-failover", "Done across the failover.")
     assert len(tool_events(redis_client, "slow_task:start")) == 1
     assert model.calls == 2
-    with sentinel.primary_client() as primary:
+    with redis_sentinel.primary_client() as primary:
         assert primary.info("server")["tcp_port"] == new and primary.exists(f"workflow_state:{{{wf}}}:meta")
 
     model.add(tool_call("search_flights", {"destination": "Lima"}), text("Flights to Lima."))

@@ -403,11 +403,13 @@ def topology_platform(
     model_url: str,
     components: Path | None = None,
     workers: int = 1,
+    agent_app: str = AGENTS,
     **extra: Any,
 ) -> Iterator[Platform]:
-    """Workers (2 processes each) and the web app of the test agents (:data:`AGENTS`) on a
-    topology (see :func:`topology_env`), logging under a ``workers-<name>`` folder."""
-    env = topology_env(trace_url, model_url, AGENTS, components, **extra)
+    """Workers (2 processes each) and the web app of ``agent_app`` (default both test
+    agents, :data:`AGENTS`) on a topology (see :func:`topology_env`), logging under a
+    ``workers-<name>`` folder."""
+    env = topology_env(trace_url, model_url, agent_app, components, **extra)
     with running_platform(
         env, tmp_path_factory.mktemp(f"workers-{name}"), workers=workers, concurrency=2
     ) as deployment:

@@ -19,6 +19,7 @@ from .errors import (
     ToolArgumentsError,
     ToolError,
     ValidationError,
+    WorkerLost,
     WorkflowNotFound,
 )
 from .llm import OpenAIChatClient
@@ -56,5 +57,6 @@ __all__ = [
     "ToolArgumentsError",
     "ToolError",
     "ValidationError",
+    "WorkerLost",
     "WorkflowNotFound",
 ]

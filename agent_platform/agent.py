@@ -37,6 +37,9 @@ class AssistantAgent:
             ``tool_choice="none"`` so every turn ends in an answer).
         llm: the model client (default :class:`OpenAIChatClient` from the environment).
         system_prompt: replaces the prompt built from role, goal and instructions.
+        local_steps: run the turn's sequential steps (a single tool call, the model call
+            after it) in the task that checkpointed the step before them, still one
+            checkpoint per step (None: the deployment's ``AGENT_PLATFORM_LOCAL_STEPS``).
 
     Raises:
         ConfigurationError: an invalid name, duplicate tool names, max_iterations < 1.
@@ -58,6 +61,7 @@ class AssistantAgent:
         max_iterations: int = 10,
         llm: OpenAIChatClient | None = None,
         system_prompt: str | None = None,
+        local_steps: bool | None = None,
     ) -> None:
         if not NAME_RE.match(name or ""):
             raise ConfigurationError(f"agent name {name!r} must be 1-64 letters, digits, '_', '.' or '-'")
@@ -82,6 +86,7 @@ class AssistantAgent:
         self.max_iterations = max_iterations
         self.llm = llm if llm is not None else OpenAIChatClient()
         self._system_prompt = system_prompt
+        self.local_steps = local_steps
         self.service_port: int | None = None
         self.service_host = "127.0.0.1"
 

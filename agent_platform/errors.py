@@ -47,6 +47,10 @@ class StepFenced(AgentPlatformError):
     """Raised when a checkpoint is refused because the workflow's cursor moved on or it was terminated."""
 
 
+class WorkerLost(AgentPlatformError):
+    """Raised (as a step's failure) when the workers running one step died ``max_lost_attempts`` times."""
+
+
 class ToolError(AgentPlatformError):
     """Raised when a tool call fails: unknown tool, invalid arguments, or the tool raised."""
 

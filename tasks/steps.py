@@ -1,24 +1,26 @@
-"""The step tasks: ``agent_platform.step.start|llm|tool|finish`` (one step per task)."""
+"""The step tasks: ``agent_platform.step.llm`` (a model call, with the turn's ``start``
+before it and ``finish`` after it) and ``agent_platform.step.tool`` (a tool call)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from agent_platform.engine.dispatch import STEP_KINDS, StepMessage
+from agent_platform.engine.dispatch import LEGACY_TASK_KINDS, TASK_KINDS, StepMessage, task_kind
 from agent_platform.engine.runner import Verdict, run_step
 
 from .dispatch import task_name
 
 
 def register_steps(app: Any, runtime: Any) -> None:
-    """Register one Celery task per step kind on ``app``.
+    """Register the step tasks on ``app``: ``llm`` and ``tool`` (and the names of an
+    earlier version's ``start`` and ``finish`` tasks, so their queued messages still run).
 
     Each task runs :func:`agent_platform.engine.runner.run_step`; its keyword arguments
-    (agent, workflow_id, kind, step_seq, call_index, attempt, tool) show in Flower. A
-    step that ends its workflow FAILED fails its task too (a bug re-raises; other failures
+    (agent, workflow_id, kind, step_seq, call_index, attempt, tool) show in Flower, and its
+    result names the steps it ran (``done: start llm``). A step that ends its workflow FAILED fails its task too (a bug re-raises; other failures
     raise :class:`StepFailed` with the failure details), so Flower shows it failed.
     """
-    for kind in STEP_KINDS:
+    for kind in (*TASK_KINDS, *LEGACY_TASK_KINDS):
         _register(app, runtime, kind)
 
 
@@ -33,6 +35,7 @@ def _register(app: Any, runtime: Any, kind: str) -> None:
         attempt: int = 1,
         tool: str | None = None,
     ) -> str:
+        kind = task_kind(kind)  # a message of an earlier version's start/finish task runs as llm
         message = StepMessage(agent, workflow_id, kind, int(step_seq), call_index, int(attempt), tool)
         report = run_step(runtime, message, worker=self.request.hostname or "")
         if report.verdict == Verdict.FAILED:

@@ -9,6 +9,7 @@ from typing import Any
 
 from celery import signals
 
+from agent_platform.engine.draining import set_draining
 from agent_platform.engine.sweeper import sweep_due, sweep_once
 from agent_platform.registry import RegistryHeartbeat
 
@@ -59,7 +60,11 @@ def install_worker_hooks(app: Any, runtime: Any) -> None:
             if thread is not None:
                 thread.stopped.set()
 
+    def on_shutting_down(**_: Any) -> None:
+        set_draining()  # a task running local steps stops after the step in flight
+
     signals.worker_ready.connect(on_ready, weak=False)
+    signals.worker_shutting_down.connect(on_shutting_down, weak=False)
     signals.worker_shutdown.connect(on_shutdown, weak=False)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import fakeredis
 
 from agent_platform import AssistantAgent, tool
-from agent_platform.engine.dispatch import StepMessage
+from agent_platform.engine.dispatch import StepMessage, task_kind
 from agent_platform.engine.runner import StepReport, run_step
 from agent_platform.engine.seam import FinishHook
 from agent_platform.errors import AgentNotFound, WorkflowNotFound
@@ -29,7 +29,7 @@ from agent_platform.store.workflows import WorkflowStore
 class FakeModel:
     """A model client whose replies come from a list (an exception is raised instead)."""
 
-    def __init__(self, *replies: AssistantReply | Exception) -> None:
+    def __init__(self, *replies: AssistantReply | BaseException) -> None:
         self.replies = list(replies)
         self.requests: list[dict[str, Any]] = []
 
@@ -45,7 +45,7 @@ class FakeModel:
     ) -> AssistantReply:
         self.requests.append({"messages": messages, "tool_choice": tool_choice})
         reply = self.replies.pop(0)
-        if isinstance(reply, Exception):
+        if isinstance(reply, BaseException):
             raise reply
         return reply
 
@@ -84,13 +84,34 @@ def wire(amount: int) -> str:
     return f"wired {amount}"
 
 
-def make_agent(model: FakeModel, name: str = "Unit", state_key: str = "workflow_state") -> AssistantAgent:
+@tool(timeout=5)
+def timed(x: int) -> int:
+    """Has a timeout (Celery's time limit of its own task)."""
+    return x
+
+
+PAUSE: dict[str, Any] = {}
+
+
+@tool
+def pausing(context: Any) -> str:
+    """Pauses its own workflow while it runs (``PAUSE["runtime"]`` is the fake runtime)."""
+    from agent_platform.engine import control
+
+    control.pause(PAUSE["runtime"], context.workflow_id)
+    return "paused"
+
+
+def make_agent(
+    model: FakeModel, name: str = "Unit", state_key: str = "workflow_state", local_steps: bool | None = None
+) -> AssistantAgent:
     return AssistantAgent(
         name,
-        tools=[add, flaky, wire],
+        tools=[add, flaky, wire, timed, pausing],
         memory=ConversationListMemory(),
         llm=model,  # type: ignore[arg-type]
         state_key=state_key,
+        local_steps=local_steps,
     )
 
 
@@ -149,7 +170,7 @@ class FakeRuntime:
     # -- driving ------------------------------------------------------------------------
     def start(self, agent: str, task: str, session_id: str = "s1") -> str:
         wf, _ = self.store_for(agent).create(new_workflow_id(), agent, session_id, task)
-        self.dispatch(StepMessage(agent, wf, "start", 0))
+        self.dispatch(StepMessage(agent, wf, task_kind("start"), 0))
         return wf
 
     def take(self) -> StepMessage:

@@ -36,6 +36,9 @@ from .workers import REPO, Stack, apply_env
 
 COMPONENTS = REPO / "components"
 TERMINAL = tuple(sorted(TERMINAL_STATUSES))
+#: ``AGENT_PLATFORM_TEST_LOCAL_STEPS=1`` runs every test deployment with local steps on
+#: (``.ci/run`` runs the engine and failure tests once more that way).
+LOCAL_STEPS = os.environ.get("AGENT_PLATFORM_TEST_LOCAL_STEPS") == "1"
 #: Environment variables a test deployment sets or clears (never inherited from the shell).
 PLATFORM_VARS = (*ENV_FIELDS, "OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL")
 
@@ -71,6 +74,8 @@ def platform_env(
         AGENT_APP=agent_app,
         AGENT_PLATFORM_COMPONENTS_PATH=str(components),
     )
+    if LOCAL_STEPS:
+        env["AGENT_PLATFORM_LOCAL_STEPS"] = "1"
     env.update(extra)
     return env
 
@@ -182,6 +187,8 @@ class Platform:
         self.api: Api | None = api
         self.redis_url = env["REDIS_URL"]
         self._runtime: Any = None
+        #: The overrides the running workers were started with ({}: the platform's own).
+        self.worker_env: dict[str, str | None] = {}
 
     @property
     def runtime(self) -> Any:
@@ -232,6 +239,18 @@ class Platform:
         self.stack.start(workers)
         self.start_web()
 
+    def use_workers(self, **env: str | None) -> Any:
+        """Make sure one worker runs with ``env`` (overrides of the platform's variables):
+        keep the running one if it has them, else stop the running ones and start a fresh one."""
+        alive = [w for w in self.stack.workers if w.alive()]
+        if alive and self.worker_env == env:
+            return alive[0]
+        for worker in alive:
+            self.stack.stop_worker(worker)
+        worker = self.stack.start_worker(**env)
+        self.worker_env = env
+        return worker
+
     def close_clients(self) -> None:
         close_runtime(self._runtime)
         self._runtime = None
@@ -279,6 +298,11 @@ def running_platform(
             if platform is not None:
                 platform.stop_web()
             stack.stop()
+
+
+def use_workers(platform: Platform, **env: str | None) -> Any:
+    """:meth:`Platform.use_workers` (one worker with ``env``)."""
+    return platform.use_workers(**env)
 
 
 # -- step-log checks --------------------------------------------------------------------

@@ -19,6 +19,8 @@ import redis
 from agent_platform.bus.dedup import derived_workflow_id
 from agent_platform.bus.messages import BroadcastMessage, TriggerAction, envelope
 from agent_platform.bus.streams import StreamBus
+from agent_platform.store.queries import list_workflows
+from agent_platform.store.state import WorkflowState
 from agent_platform.testing import ScriptedModel
 
 from .agents_multi import FLIGHT_ANSWER, respond
@@ -43,9 +45,9 @@ class BusDeployment:
         self.buses.append(bus)
         return bus
 
-    def flight_workflows(self) -> list[dict[str, Any]]:
-        items, _ = self.platform.runtime.store_for("FlightFinder").list(limit=100)
-        return [m for m in items if m["agent"] == "FlightFinder"]
+    def flight_workflows(self) -> list[WorkflowState]:
+        items, _ = list_workflows([self.platform.runtime.store_for("FlightFinder")], limit=100)
+        return [s for s in items if s.agent == "FlightFinder"]
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +99,7 @@ def test_message_published_while_the_bus_is_down_is_delivered_once(
     assert status["input"] == "Find flights to Rome" and status["session_id"] == "trip"
     assert status["metadata"]["bus"] == {"message_id": "order-1", "source": "test/publisher"}
     wait_until(lambda: topics.pending("FlightFinder", "FlightFinder") == 0, 10, message="both entries acknowledged")
-    assert [m["instance_id"] for m in deploy.flight_workflows()] == [wf]
+    assert [s.instance_id for s in deploy.flight_workflows()] == [wf]
     assert bus.count(r"dropped duplicate message order-1 ") == 1
 
 
@@ -118,7 +120,7 @@ def test_a_new_bus_claims_the_message_a_killed_bus_did_not_acknowledge(
     wait_until(lambda: topics.pending("FlightFinder", "FlightFinder") == 0, 30, message="the new bus to claim it")
     assert second.count(r"claimed message .* of FlightFinder") == 1
     assert deploy.platform.api.wait_status(wf, timeout=30)["runtime_status"] == "COMPLETED"
-    assert [m["instance_id"] for m in deploy.flight_workflows()] == [wf]  # started once
+    assert [s.instance_id for s in deploy.flight_workflows()] == [wf]  # started once
 
 
 def test_broadcasts_reach_every_other_agent_s_memory_and_bad_messages_are_dropped(

@@ -24,7 +24,7 @@ from agent_platform.runtime import load_agents
 from agent_platform.store.queries import list_workflows
 from agent_platform.store.state import RuntimeStatus
 
-from .engine_fakes import FLAKY, FakeModel, FakeRuntime, call, make_agent, say
+from .engine_fakes import FLAKY, PAUSE, FakeModel, FakeRuntime, call, make_agent, say
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -42,8 +42,8 @@ def test_advance_then_end_completes_and_appends_memory_once() -> None:
 
     reports = list(rt.drain())
 
-    assert [r.verdict for r in reports] == [Verdict.DONE] * 3
-    assert [r.steps for r in reports] == [("start",), ("llm",), ("finish",)]
+    assert [r.verdict for r in reports] == [Verdict.DONE]  # one task: start, llm, finish
+    assert [r.steps for r in reports] == [("start", "llm", "finish")]
     state = rt.store_for("Unit").state(wf)
     assert state.runtime_status == RuntimeStatus.COMPLETED and state.output == "Hello."
     assert kinds(rt, wf) == [("start", "ok"), ("llm", "ok"), ("finish", "ok")]
@@ -59,8 +59,7 @@ def test_tool_group_counter_the_last_call_dispatches_the_next_llm() -> None:
     model = FakeModel(call(("add", '{"a": 1, "b": 2}'), ("add", '{"a": 3, "b": 4}')), say("3 and 7"))
     rt = FakeRuntime(make_agent(model))
     wf = rt.start("Unit", "Add")
-    rt.run_next()  # start
-    rt.run_next()  # llm: two tool calls, one group
+    assert rt.run_next().steps == ("start", "llm")  # two tool calls, one group
     group = [d.message for d in rt.queue]
     assert [(m.kind, m.step_seq, m.call_index) for m in group] == [("tool", 2, 0), ("tool", 2, 1)]
 
@@ -88,11 +87,10 @@ def test_retry_after_redispatches_the_same_step_with_a_countdown() -> None:
     model = FakeModel(RetryableLLMError("503", retry_after=0.5), call(("flaky", "{}")), say("done"))
     rt = FakeRuntime(make_agent(model))
     wf = rt.start("Unit", "go")
-    rt.run_next()  # start
 
-    report = rt.run_next()  # llm: 503
+    report = rt.run_next()  # start, then llm: 503
 
-    assert report.verdict == Verdict.RETRY
+    assert report.verdict == Verdict.RETRY and report.steps == ("start", "llm")
     again = rt.queue[0]
     assert (again.message.kind, again.message.step_seq, again.message.attempt) == ("llm", 1, 2)
     assert again.countdown is not None and again.countdown >= 0.5
@@ -113,7 +111,6 @@ def test_suspend_waits_for_an_approval_and_an_event_wakes_it() -> None:
     rt = FakeRuntime(make_agent(model))
     wf = rt.start("Unit", "wire 5")
     rt.run_next()
-    rt.run_next()
 
     assert rt.run_next().verdict == Verdict.WAITING
     state = rt.store_for("Unit").state(wf)
@@ -132,7 +129,6 @@ def test_an_event_raised_before_the_wait_is_checkpointed_is_read_once() -> None:
     model = FakeModel(call(("wire", '{"amount": 5}')), say("wired"))
     rt = FakeRuntime(make_agent(model))
     wf = rt.start("Unit", "wire 5")
-    rt.run_next()
     rt.run_next()
     store = rt.store_for("Unit")
     message = rt.take()
@@ -172,11 +168,10 @@ def test_fencing_stale_and_duplicate_messages_do_nothing() -> None:
     rt = FakeRuntime(make_agent(model))
     wf = rt.start("Unit", "add")
     rt.run_next()
-    rt.run_next()
     tool_message = rt.queue[0].message
     rt.run_next()
     assert lifecycle_run(rt, tool_message).verdict == Verdict.STALE  # the workflow moved on
-    assert lifecycle_run(rt, StepMessage("Unit", wf, "start", 0)).verdict == Verdict.STALE
+    assert lifecycle_run(rt, StepMessage("Unit", wf, "llm", 0)).verdict == Verdict.STALE
     list(rt.drain())
     assert lifecycle_run(rt, tool_message).verdict == Verdict.FINISHED
     assert len(model.requests) == 2
@@ -186,7 +181,6 @@ def test_a_run_whose_worker_died_becomes_a_lost_record() -> None:
     model = FakeModel(call(("add", '{"a": 1, "b": 1}')), say("2"))
     rt = FakeRuntime(make_agent(model))
     wf = rt.start("Unit", "add")
-    rt.run_next()
     rt.run_next()
     store = rt.store_for("Unit")
     message = rt.queue[0].message
@@ -199,6 +193,109 @@ def test_a_run_whose_worker_died_becomes_a_lost_record() -> None:
     records = [(r["kind"], r["status"], r["worker"]) for r in store.steps(wf) if r["kind"] == "tool"]
     assert records == [("tool", "lost", "w1@host"), ("tool", "ok", rt.worker)]
     assert store.state(wf).runtime_status == RuntimeStatus.COMPLETED
+
+
+def _lose_runs(rt: FakeRuntime, wf: str, message: StepMessage, count: int) -> None:
+    """``count`` runs of ``message``'s step whose worker died (lease expired, no checkpoint)."""
+    store = rt.store_for("Unit")
+    for n in range(count):
+        opened = store.open_step(wf, message.step_seq, message.call_index, f"host|{n}|dead", 5.0, f"w{n}@host")
+        assert opened.verdict == "open"
+        store.client.delete(store.keys.lease(wf, message.step_seq, message.call_index))
+
+
+def test_c14_a_tool_call_whose_worker_dies_every_time_ends_with_an_error_for_the_model() -> None:
+    model = FakeModel(call(("add", '{"a": 1, "b": 1}')), say("The tool crashed."))
+    rt = FakeRuntime(make_agent(model))
+    wf = rt.start("Unit", "add")
+    rt.run_next()
+    _lose_runs(rt, wf, rt.queue[0].message, 3)  # the default: 3 runs in all
+
+    list(rt.drain())
+
+    store = rt.store_for("Unit")
+    tools = [(r["status"], r["worker"], r["attempt"]) for r in store.steps(wf) if r["kind"] == "tool"]
+    assert tools == [("lost", "w0@host", 1), ("lost", "w1@host", 2), ("lost", "w2@host", 3), ("error", rt.worker, 3)]
+    answer = model.requests[1]["messages"][-1]
+    assert answer["role"] == "tool" and "worker lost during tool add (3 runs in all" in answer["content"]
+    assert store.state(wf).runtime_status == RuntimeStatus.COMPLETED
+
+
+class WorkerDied(BaseException):
+    """Stands for a SIGKILL: nothing in the engine catches it."""
+
+
+def test_c14_an_llm_step_whose_worker_dies_every_time_fails_the_turn() -> None:
+    model = FakeModel(WorkerDied(), say("never"))
+    rt = FakeRuntime(make_agent(model))
+    wf = rt.start("Unit", "hello")
+    with pytest.raises(WorkerDied):
+        rt.run_next()  # start is checkpointed, the model call's worker dies
+    store = rt.store_for("Unit")
+    llm = StepMessage("Unit", wf, "llm", 1)
+    store.client.delete(store.keys.lease(wf, 1, None))  # its lease expired
+    _lose_runs(rt, wf, llm, 2)  # two more runs die: 3 in all
+    assert lifecycle.redispatch(rt, store, store.state(wf)) == 1  # the sweeper
+
+    assert [r.verdict for r in rt.drain()] == [Verdict.FAILED]
+
+    state = store.state(wf)
+    assert state.runtime_status == RuntimeStatus.FAILED and len(model.requests) == 1
+    assert state.failure_details is not None and state.failure_details["type"] == "WorkerLost"
+    assert "worker lost during llm step (3 runs in all" in state.failure_details["message"]
+    assert [(r["kind"], r["status"]) for r in store.steps(wf)] == [
+        ("start", "ok"), ("llm", "lost"), ("llm", "lost"), ("llm", "lost"), ("llm", "error"),
+    ]  # fmt: skip
+
+
+def test_local_steps_run_a_sequential_turn_in_one_task_with_the_same_records() -> None:
+    model = FakeModel(call(("add", '{"a": 1, "b": 2}')), say("3"))
+    rt = FakeRuntime(make_agent(model, local_steps=True))
+    wf = rt.start("Unit", "add")
+
+    reports = list(rt.drain())
+
+    assert [str(r) for r in reports] == ["done: start llm tool llm finish"]
+    assert kinds(rt, wf) == [("start", "ok"), ("llm", "ok"), ("tool", "ok"), ("llm", "ok"), ("finish", "ok")]
+    state = rt.store_for("Unit").state(wf)
+    assert state.runtime_status == RuntimeStatus.COMPLETED and state.steps_completed == 5
+    assert rt.store_for("Unit").client.keys("*lease*") == []  # every lease released
+
+
+def test_local_steps_leave_parallel_calls_timeouts_and_the_budget_to_the_broker() -> None:
+    model = FakeModel(
+        call(("add", '{"a": 1, "b": 2}'), ("add", '{"a": 1, "b": 1}')), call(("timed", '{"x": 1}')), say("ok")
+    )
+    rt = FakeRuntime(make_agent(model, local_steps=True))
+    rt.start("Unit", "go")
+
+    assert str(rt.run_next()) == "done: start llm"  # two calls: a Celery group
+    assert [d.message.call_index for d in rt.queue] == [0, 1]
+    assert [str(rt.run_next()) for _ in range(2)] == ["done: tool", "done: tool"]
+    assert [d.message.kind for d in rt.queue] == ["llm"]  # after a group: through the broker
+    assert str(rt.run_next()) == "done: llm"
+    assert [(d.message.kind, d.message.tool) for d in rt.queue] == [("tool", "timed")]  # has a timeout
+    assert str(rt.run_next()) == "done: tool"
+    assert str(rt.run_next()) == "done: llm finish"
+
+    slow = FakeRuntime(make_agent(FakeModel(call(("add", '{"a": 1, "b": 2}')), say("3")), local_steps=True))
+    slow.settings = slow.settings.with_(local_steps_budget=0.0)
+    slow.start("Unit", "add")
+    assert [str(r) for r in slow.drain()] == ["done: start llm", "done: tool", "done: llm finish"]
+
+
+def test_a_pause_is_seen_between_local_steps() -> None:
+    model = FakeModel(call(("pausing", "{}")), say("resumed"))
+    rt = FakeRuntime(make_agent(model, local_steps=True))
+    PAUSE["runtime"] = rt
+    wf = rt.start("Unit", "pause yourself")
+
+    assert str(rt.run_next()) == "done: start llm tool"
+    assert rt.store_for("Unit").state(wf).runtime_status == RuntimeStatus.SUSPENDED and rt.queue == []
+
+    control.resume(rt, wf)
+    assert [str(r) for r in rt.drain()] == ["done: llm finish"]
+    assert rt.store_for("Unit").state(wf).runtime_status == RuntimeStatus.COMPLETED
 
 
 def test_sweeper_lock_is_per_store_and_its_holder_sweeps_only_that_store() -> None:

@@ -108,7 +108,7 @@ def test_a_purged_turn_does_not_block_its_session(api: Api, model: ScriptedModel
     assert api.wait_status(first)["runtime_status"] == "COMPLETED"
     # a crash between the final checkpoint and leaving the session leaves the turn at
     # the head of its session's queue; then the operator purges it
-    session_key = WorkflowStore(redis_client, "", "workflow_state").session_key("TravelBuddy", "purged")
+    session_key = WorkflowStore(redis_client, "", "workflow_state").keys.session("TravelBuddy", "purged")
     redis_client.lpush(session_key, first)
     assert api.http.delete(f"/workflows/{first}").status_code == 204
     assert redis_client.lrange(session_key, 0, -1) == []

@@ -32,6 +32,8 @@ API_TOKEN = "api-token-2c9e7a1f5d"
 FLOWER_USER, FLOWER_PASSWORD = "ops", "flower-pw-9a8b7c"
 ANSWER = "SkyHighAir flies to Paris for $450.00 and GlobalWings for $375.50."
 KINDS = ["start", "llm", "tool", "llm", "finish"]
+#: The Celery tasks of that turn: start rides with the first model call, finish with the last.
+TASKS = ["llm", "tool", "llm"]
 
 
 def _trip(body: dict[str, Any]) -> Any:
@@ -121,13 +123,17 @@ def test_honcho_runs_the_procfile_flower_shows_every_step_and_nothing_leaks(
         assert [s["kind"] for s in steps] == KINDS
         assert httpx.get(f"{web}/health", timeout=10).status_code == 200  # open without the token
 
-        # C09: Flower's task list shows each step, named by its kind, with the workflow id
+        # C09: Flower's task list shows each step, with the workflow id: a task per model
+        # call and per tool call, named by its kind, whose result names the steps it ran
         assert httpx.get(f"{flower}/api/tasks", timeout=10).status_code == 401
-        tasks = wait_until(lambda: _flower_steps(flower, flower_auth, wf), 30, 0.3, "Flower to list 5 steps")
-        assert [t["name"] for t in tasks] == [f"agent_platform.step.{kind}" for kind in KINDS]
-        for task, step in zip(tasks, steps, strict=True):
+        tasks = wait_until(lambda: _flower_steps(flower, flower_auth, wf), 30, 0.3, "Flower to list 3 tasks")
+        assert [t["name"] for t in tasks] == [f"agent_platform.step.{kind}" for kind in TASKS]
+        ran = [t["result"].strip("'\"").partition(": ")[2].split() for t in tasks]
+        assert ran == [["start", "llm"], ["tool"], ["llm", "finish"]], [t["result"] for t in tasks]
+        first_seq = [0, 2, 3]  # each task's step_seq: the first step it ran
+        for task, seq in zip(tasks, first_seq, strict=True):
             assert task["state"] == "SUCCESS" and task["worker"] == worker[0], task
-            assert f"'workflow_id': '{wf}'" in task["kwargs"] and f"'step_seq': {step['seq']}" in task["kwargs"]
+            assert f"'workflow_id': '{wf}'" in task["kwargs"] and f"'step_seq': {seq}" in task["kwargs"]
 
         # a step that fails its turn shows as a failed task, with the error
         model.add(error(400, error_body(400, "the scripted model refuses this request")))
@@ -140,7 +146,8 @@ def test_honcho_runs_the_procfile_flower_shows_every_step_and_nothing_leaks(
         failed = wait_until(
             lambda: _flower_failed(flower, flower_auth, failed_wf), 30, 0.3, "Flower to list the failure"
         )
-        assert failed["name"] == "agent_platform.step.llm" and "'step_seq': 1" in failed["kwargs"], failed
+        assert failed["name"] == "agent_platform.step.llm" and "'step_seq': 0" in failed["kwargs"], failed
+        assert "FAILED at llm step 1" in failed["exception"], failed  # the step that failed
         assert "StepFailed" in failed["exception"] and "refuses this request" in failed["exception"], failed
     finally:
         code = honcho.proc.terminate(timeout=60)  # SIGTERM to honcho only, as an operator's Ctrl-C
@@ -203,4 +210,4 @@ def _flower_steps(flower: str, auth: tuple[str, str], wf: str) -> list[dict[str,
     tasks = httpx.get(f"{flower}/api/tasks", auth=auth, timeout=10).json()
     ours = [t for t in tasks.values() if wf in (t.get("kwargs") or "") and t.get("state") == "SUCCESS"]
     ours.sort(key=lambda t: t["received"] or 0)
-    return ours if len(ours) >= len(KINDS) else None
+    return ours if len(ours) >= len(TASKS) else None

@@ -25,6 +25,8 @@ class StepContext:
         lost: runs of this step whose worker died before their checkpoint.
         messages: the turn's messages folded so far and records: the step records after
             them (``llm`` steps; None when not read).
+        carry: what a step leaves to the next one run by the same task (the history
+            ``start`` read, for the model call that follows).
     """
 
     agent: AssistantAgent
@@ -38,6 +40,7 @@ class StepContext:
     lost: int = 0
     messages: list[dict[str, Any]] | None = None
     records: list[dict[str, Any]] | None = None
+    carry: dict[str, Any] = field(default_factory=dict)
     clock: StepClock = field(default_factory=StepClock)
 
     @property

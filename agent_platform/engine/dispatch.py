@@ -6,13 +6,18 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-#: The Celery tasks of the engine, one per kind of work (``agent_platform.step.<kind>``).
-STEP_KINDS = ("start", "llm", "tool", "finish")
+#: The Celery tasks of the engine, one per kind of work (``agent_platform.step.<kind>``):
+#: a model call or a tool call. ``start`` and ``finish`` ride along with the ``llm`` task
+#: before and after them (no broker hop without work, DESIGN section 3).
+TASK_KINDS = ("llm", "tool")
+#: Task names of earlier versions, still served so that their queued messages run.
+LEGACY_TASK_KINDS = ("start", "finish")
 
 
 def task_kind(step_kind: str) -> str:
-    """The task that runs a step of kind ``step_kind`` (each kind has its own task)."""
-    return step_kind
+    """The task that runs a step of kind ``step_kind``: ``tool`` for a tool call, ``llm``
+    for the rest (``start``, ``llm``, ``finish``)."""
+    return "tool" if step_kind == "tool" else "llm"
 
 
 @dataclass(frozen=True)
@@ -22,7 +27,7 @@ class StepMessage:
     Attributes:
         agent: the agent's name (its queue is ``agent.<name>``).
         workflow_id: the workflow instance id.
-        kind: the task's kind (see :data:`STEP_KINDS`).
+        kind: the task's kind (see :data:`TASK_KINDS`).
         step_seq: the workflow's step_seq this step runs at (the fencing token).
         call_index: the tool call's index in its assistant message (``tool`` only).
         attempt: 1 for a first attempt (informational: the store counts attempts).

@@ -1,13 +1,17 @@
-"""The prompt of an ``llm`` step: rebuilt from the session's memory and the step log.
+"""The prompt of an ``llm`` step, kept incrementally (DESIGN section 3, rule 9).
 
-Nothing is copied at each step (DESIGN section 3, rule 9): ``start`` records how many
-memory messages the turn sees (``history_len``); each ``llm`` step reads those, the
-turn's input, and the records of the turn's earlier ``llm`` and ``tool`` steps.
+Nothing is copied at each step: ``start`` records how many memory messages the turn sees
+(``history_len``); each ``llm`` step's checkpoint appends to the workflow's ``messages``
+list the tool results before it (in call order) and its own reply, and marks the step log
+folded up to there (``folded_seq``). The next ``llm`` step reads that list and only the
+records after it (the tool results of one stage), so its cost does not grow with the
+records before it.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from ..agent import AssistantAgent
@@ -30,27 +34,14 @@ def tool_result_text(data: dict[str, Any]) -> str:
     return result if isinstance(result, str) else json.dumps(result)
 
 
-def build_messages(
-    agent: AssistantAgent, history: list[dict[str, Any]], task: str, records: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """The chat messages for the next model call.
-
-    Args:
-        agent: gives the system prompt.
-        history: the session's earlier messages (memory entries).
-        task: this turn's user message.
-        records: this turn's step records, in log order.
-
-    Returns:
-        ``[system, *history, user, (assistant, tool...)*]`` in OpenAI's shape; tool
-        results follow their assistant message in call order.
-    """
-    messages: list[dict[str, Any]] = [{"role": "system", "content": agent.system_prompt()}]
-    messages.extend({k: m[k] for k in MESSAGE_KEYS if k in m} for m in history)
-    messages.append({"role": "user", "content": task})
+def fold(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The chat messages of step records, in log order: an ``llm`` record is its assistant
+    message, ``tool`` records answer it in call order; retries, lost runs, events and
+    other kinds add nothing."""
+    messages: list[dict[str, Any]] = []
     pending: dict[int, dict[str, Any]] = {}
     for record in records:
-        if record["status"] == "retry":
+        if record["status"] in ("retry", "lost"):
             continue
         if record["kind"] == "llm":
             _flush(messages, pending)
@@ -60,6 +51,32 @@ def build_messages(
             pending[data["index"]] = tool_message(data["call_id"], tool_result_text(data))
     _flush(messages, pending)
     return messages
+
+
+def build_messages(
+    agent: AssistantAgent, history: list[dict[str, Any]], task: str, turn: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The chat messages for the next model call.
+
+    Args:
+        agent: gives the system prompt.
+        history: the session's earlier messages (memory entries).
+        task: this turn's user message.
+        turn: this turn's messages since the user's (folded, then the records after them).
+
+    Returns:
+        ``[system, *history, user, *turn]`` in OpenAI's shape.
+    """
+    messages: list[dict[str, Any]] = [{"role": "system", "content": agent.system_prompt()}]
+    messages.extend({k: m[k] for k in MESSAGE_KEYS if k in m} for m in history)
+    messages.append({"role": "user", "content": task})
+    messages.extend(turn)
+    return messages
+
+
+def used_call_ids(turn: Iterable[dict[str, Any]]) -> set[str]:
+    """The tool call ids the turn's assistant messages used."""
+    return {call["id"] for m in turn if m.get("role") == "assistant" for call in m.get("tool_calls") or []}
 
 
 def _flush(messages: list[dict[str, Any]], pending: dict[int, dict[str, Any]]) -> None:

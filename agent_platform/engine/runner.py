@@ -11,20 +11,23 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import redis
 
 from ..store.state import NextStep, RuntimeStatus
-from ..store.workflows import CheckpointResult, OpenedStep, WorkflowStore
+from ..store.workflows import Chain, CheckpointResult, OpenedStep, WorkflowStore
 from . import lifecycle
 from .context import StepContext, fail
 from .dispatch import StepMessage, task_kind
+from .draining import draining
 from .leases import keeper, new_token, owner_is_dead
 from .outcomes import Advance, End, Outcome, RetryAfter, Suspend, ToolAnswered
 from .seam import Runtime
-from .steps import STEP_FUNCTIONS
+from .steps import STEP_FUNCTIONS, run_lost
 
 log = logging.getLogger("agent_platform.engine")
 
@@ -59,7 +62,12 @@ class StepReport:
 
 
 def run_step(runtime: Runtime, message: StepMessage, worker: str = "") -> StepReport:
-    """Run ``message``'s step if it is still due; report what happened.
+    """Run ``message``'s step if it is still due, and the steps that ride along with it;
+    report what happened.
+
+    After each checkpoint, the next step runs in this task (opened by the same checkpoint
+    script, :func:`local_chain`) when it is bookkeeping (``start`` is followed by the
+    turn's first model call) or a local step; otherwise :func:`follow_up` decides.
 
     Raises:
         Exception: a bug inside a step, after the workflow was marked FAILED (so Celery
@@ -72,22 +80,75 @@ def run_step(runtime: Runtime, message: StepMessage, worker: str = "") -> StepRe
     opened = open_step(store, message, token, runtime.settings.lease_ttl, worker)
     if opened.verdict != "open":
         return StepReport(Verdict(opened.verdict))
-    assert opened.state is not None
-    state = opened.state
-    if task_kind(state.next.kind) != message.kind or (
-        state.next.kind == "start" and not lifecycle.session_turn(runtime, store, state)
-    ):
-        store.release_step(message.workflow_id, message.step_seq, message.call_index, token)
-        return StepReport(Verdict.STALE if task_kind(state.next.kind) != message.kind else Verdict.SESSION_BUSY)
-    ctx = StepContext(
-        agent, store, runtime.history_for(agent), runtime.settings, state, message, worker, opened.attempt, opened.lost
-    )
-    outcome, error = _run(ctx, token)
-    result = _checkpoint(runtime, ctx, token, outcome)
-    verdict = follow_up(runtime, ctx, outcome, result)
-    if error is not None:
-        raise error
-    return StepReport(verdict, (ctx.kind,) if result.accepted else ())
+    ran: list[str] = []
+    carry: dict[str, Any] = {}
+    began = time.monotonic()
+    while True:
+        assert opened.state is not None
+        state = opened.state
+        if task_kind(state.next.kind) != message.kind or (
+            state.next.kind == "start" and not lifecycle.session_turn(runtime, store, state)
+        ):
+            store.release_step(message.workflow_id, message.step_seq, message.call_index, token)
+            busy = Verdict.STALE if task_kind(state.next.kind) != message.kind else Verdict.SESSION_BUSY
+            return StepReport(busy, tuple(ran))
+        ctx = StepContext(
+            agent, store, runtime.history_for(agent), runtime.settings, state, message, worker,
+            opened.attempt, opened.lost, opened.messages, opened.records, carry,
+        )  # fmt: skip
+        outcome, error = _run(ctx, token)
+        following = None if error is not None else local_chain(runtime, ctx, outcome, began)
+        chain = following[0] if following else None
+        result = _checkpoint(runtime, ctx, token, outcome, chain)
+        if result.accepted:
+            ran.extend(r["kind"] for r in (outcome.record, *outcome.plan().extra_records))
+        if following and result.opened is not None and result.opened.verdict == "open":
+            (chain, message), opened = following, result.opened
+            token = chain.token
+            continue
+        verdict = follow_up(runtime, ctx, outcome, result)
+        if error is not None:
+            raise error
+        return StepReport(verdict, tuple(ran))
+
+
+def local_chain(runtime: Runtime, ctx: StepContext, outcome: Outcome, began: float) -> tuple[Chain, StepMessage] | None:
+    """The next step to open in this task's checkpoint (its lease and its message), or
+    None to leave it to the broker.
+
+    ``start`` always goes on with the turn's first model call (bookkeeping pays no broker
+    hop). With local steps on (``AssistantAgent(local_steps=True)`` or
+    ``AGENT_PLATFORM_LOCAL_STEPS=1``), a sequential next step runs here too: the tool call
+    of a reply that calls one tool, the model call after a single tool call, unless the
+    tool has a timeout (Celery enforces it per task), the task has run for
+    ``local_steps_budget`` seconds, or the worker is shutting down. Parallel tool calls,
+    retries, waits and pauses always leave the task.
+    """
+    m = ctx.message
+    match outcome:
+        case Advance(next=step) if ctx.kind == "start":
+            pass
+        case Advance(next=step) if step.kind == "tool" and len(step.calls) == 1 and _local(runtime, ctx, began):
+            tool = ctx.agent.tools.get(step.calls[0].name)
+            if tool is not None and tool.timeout:
+                return None
+        case ToolAnswered() if len(ctx.state.next.calls) == 1 and _local(runtime, ctx, began):
+            step = NextStep("llm")
+            tool = ctx.agent.tools.get(ctx.state.next.calls[0].name)
+            if tool is not None and tool.timeout:
+                return None  # this task has the tool's time limit: a model call must not run under it
+        case _:
+            return None
+    call_index = step.calls[0].index if step.kind == "tool" else None
+    tool_name = step.calls[0].name if step.kind == "tool" else None
+    message = StepMessage(m.agent, m.workflow_id, task_kind(step.kind), m.step_seq + 1, call_index, tool=tool_name)
+    chain = Chain(new_token(), runtime.settings.lease_ttl, ctx.worker, call_index, step.kind == "llm")
+    return chain, message
+
+
+def _local(runtime: Runtime, ctx: StepContext, began: float) -> bool:
+    enabled = ctx.agent.local_steps if ctx.agent.local_steps is not None else runtime.settings.local_steps
+    return enabled and time.monotonic() - began < runtime.settings.local_steps_budget and not draining()
 
 
 def open_step(store: WorkflowStore, message: StepMessage, token: str, ttl: float, worker: str) -> OpenedStep:
@@ -107,9 +168,10 @@ def open_step(store: WorkflowStore, message: StepMessage, token: str, ttl: float
 
 def _run(ctx: StepContext, token: str) -> tuple[Outcome, BaseException | None]:
     """Run the step function with its lease renewed; a bug becomes a FAILED outcome."""
+    step = run_lost if ctx.lost >= ctx.settings.max_lost_attempts else STEP_FUNCTIONS[ctx.kind]
     keeper().hold(ctx.store, ctx.message, token, ctx.settings.lease_ttl)
     try:
-        return STEP_FUNCTIONS[ctx.kind](ctx), None
+        return step(ctx), None
     except Exception as exc:
         if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
             # Redis away: not the workflow's fault; the sweeper runs the step again
@@ -121,7 +183,9 @@ def _run(ctx: StepContext, token: str) -> tuple[Outcome, BaseException | None]:
         keeper().drop(token)
 
 
-def _checkpoint(runtime: Runtime, ctx: StepContext, token: str, outcome: Outcome) -> CheckpointResult:
+def _checkpoint(
+    runtime: Runtime, ctx: StepContext, token: str, outcome: Outcome, chain: Chain | None = None
+) -> CheckpointResult:
     # A wait with a timeout is due exactly when it times out (the sweeper delivers the
     # timeout then); anything else once its dispatch had time to run.
     grace = runtime.settings.dispatch_grace
@@ -133,24 +197,26 @@ def _checkpoint(runtime: Runtime, ctx: StepContext, token: str, outcome: Outcome
         case _:
             due_in = grace
     m = ctx.message
-    result = ctx.store.checkpoint(
-        m.workflow_id, m.step_seq, m.call_index, token, outcome.record, outcome.plan(), due_in
-    )
+    plan = outcome.plan()
+    result = ctx.store.checkpoint(m.workflow_id, m.step_seq, m.call_index, token, outcome.record, plan, due_in, chain)
     if not result.accepted:
         log.info("checkpoint of %s step %s/%s refused: %s", m.workflow_id, ctx.kind, m.step_seq, result.reason)
         return result
-    log.info(
-        "workflow=%s agent=%s step=%s seq=%s step_seq=%s attempt=%s status=%s duration_ms=%s",
-        m.workflow_id,
-        m.agent,
-        ctx.kind,
-        result.seq,
-        m.step_seq,
-        outcome.record["attempt"],
-        outcome.record["status"],
-        outcome.record["duration_ms"],
-    )
-    _fault(runtime, ctx.store, ctx.kind)
+    records = (outcome.record, *plan.extra_records)
+    for n, record in enumerate(records):
+        log.info(
+            "workflow=%s agent=%s step=%s seq=%s step_seq=%s attempt=%s status=%s duration_ms=%s",
+            m.workflow_id,
+            m.agent,
+            record["kind"],
+            result.seq + n,
+            m.step_seq + n,
+            record["attempt"],
+            record["status"],
+            record["duration_ms"],
+        )
+    for record in records:
+        _fault(runtime, ctx.store, record["kind"])
     return result
 
 

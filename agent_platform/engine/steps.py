@@ -10,21 +10,25 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import LLMError, RetryableLLMError, ToolArgumentsError
+from ..errors import LLMError, RetryableLLMError, ToolArgumentsError, WorkerLost
 from ..llm.reply import AssistantReply, ToolCall
 from ..store.state import NextStep, RuntimeStatus, ToolCallSpec
 from ..store.workflows import now_iso
 from ..tool import ToolContext, WaitingTool
 from .context import StepContext, backoff, fail
 from .outcomes import Advance, End, Outcome, RetryAfter, Suspend, ToolAnswered
-from .prompt import build_messages
+from .prompt import build_messages, fold, used_call_ids
+from .records import StepClock
 from .waits import approval_event_name, run_waiting_tool, wait_for
 
 
 def run_start(ctx: StepContext) -> Outcome:
-    """Fix the history the turn sees and mark the workflow RUNNING."""
+    """Fix the history the turn sees and mark the workflow RUNNING (run by the turn's
+    first ``llm`` task, which goes on with the model call: :func:`~.runner.run_step`)."""
     session = ctx.state.session_id
-    history_len = ctx.history.length(session)
+    history = ctx.history.messages(session)
+    ctx.carry["history"] = history  # the model call that follows in this task reads it
+    history_len = len(history)
     data = {
         "session_id": session,
         "history_len": history_len,
@@ -44,13 +48,19 @@ def run_start(ctx: StepContext) -> Outcome:
 
 
 def run_llm(ctx: StepContext) -> Outcome:
-    """One chat completion; tool calls become a parallel group of ``tool`` steps."""
+    """One chat completion; tool calls become a parallel group of ``tool`` steps, and an
+    answer ends the turn: the ``finish`` record is written by the same checkpoint."""
     agent, state = ctx.agent, ctx.state
-    records = ctx.store.steps(ctx.workflow_id)
-    history = ctx.history.messages(state.session_id, state.history_len)
-    messages = build_messages(agent, history, state.input, records)
+    history = ctx.carry.get("history")
+    if history is None or len(history) != state.history_len:
+        history = ctx.history.messages(state.session_id, state.history_len)
+    if ctx.messages is None or ctx.records is None:  # opened without them: read the whole log
+        folded, unfolded = [], fold(ctx.store.steps(ctx.workflow_id))
+    else:
+        folded, unfolded = ctx.messages, fold(ctx.records)
+    messages = build_messages(agent, history, state.input, [*folded, *unfolded])
     iteration = state.iteration + 1
-    rounds = sum(1 for r in records if r["kind"] == "llm" and r["status"] == "ok" and r["data"].get("tool_calls"))
+    rounds = state.tool_rounds
     cfg = agent.llm.resolved()
     limit_rounds = cfg.get("max_tool_rounds")
     last_by_iterations = iteration >= agent.max_iterations
@@ -77,9 +87,10 @@ def run_llm(ctx: StepContext) -> Outcome:
         return RetryAfter(ctx.record("retry", data), delay, incr={"attempt": 1})
     except LLMError as exc:
         return fail(ctx, exc)
-    reply = unique_call_ids(reply, records, ctx.step_seq)
+    reply = unique_call_ids(reply, used_call_ids([*folded, *unfolded]), ctx.step_seq)
     usage = {"iteration": 1, "steps_completed": 1, **{k: v for k, v in reply.usage.items() if v > 0}}
     data = reply.to_dict()
+    turn = (*unfolded, reply.to_message())  # appended to the turn's messages by the checkpoint
     if reply.tool_calls and not last:
         calls = tuple(ToolCallSpec(i, c.id, c.name, c.arguments) for i, c in enumerate(reply.tool_calls))
         return Advance(
@@ -87,28 +98,43 @@ def run_llm(ctx: StepContext) -> Outcome:
             NextStep("tool", calls),
             updates={"tools_remaining": str(len(calls))},
             incr={**usage, "tool_rounds": 1},
+            messages=turn,
         )
     if reply.tool_calls:
         data["ignored_tool_calls"] = "the turn's last model call may not call tools (max_iterations or max_tool_rounds)"
     stop_reason = (
         "max_iterations" if (last_by_iterations and (tools or reply.tool_calls)) else (reply.finish_reason or "stop")
     )
-    return Advance(
-        ctx.record("ok", data), NextStep("finish", output=reply.content, stop_reason=stop_reason), incr=usage
-    )
+    record = ctx.record("ok", data)
+    return complete(ctx, record, reply.content, stop_reason, usage, turn)
 
 
-def unique_call_ids(reply: AssistantReply, records: list[dict[str, Any]], step_seq: int) -> AssistantReply:
-    """Rename tool call ids already used in this workflow (or twice in this reply) to
-    ``<id>.<step_seq>.<index>``: some servers restart their ids at every reply or omit
-    them, and the tool message and the idempotency key (``<workflow_id>:<call_id>``) must
-    name one call only."""
-    used = {
-        call["id"]
-        for r in records
-        if r["kind"] == "llm" and r["status"] == "ok"
-        for call in r["data"].get("tool_calls") or []
-    }
+def complete(
+    ctx: StepContext,
+    record: dict[str, Any] | None,
+    output: str,
+    stop_reason: str,
+    incr: dict[str, int],
+    turn: tuple[dict[str, Any], ...] | None = None,
+) -> End:
+    """The outcome that completes the turn: the step's ``record`` (None for a ``finish``
+    step of its own) then the ``finish`` record, in one checkpoint. The turn reaches
+    memory once that checkpoint holds (:func:`~.lifecycle.finish_workflow`), so a turn
+    terminated meanwhile never reaches the session's history."""
+    finish = StepClock().record("finish", "ok", 1, ctx.worker, {"output": output, "stop_reason": stop_reason})
+    updates = {"output": output, "stop_reason": stop_reason, "ended_at": now_iso()}
+    incr = {**incr, "steps_completed": incr.get("steps_completed", 0) + 1}
+    if record is None:
+        return End(finish, RuntimeStatus.COMPLETED, updates, incr)
+    return End(record, RuntimeStatus.COMPLETED, updates, incr, extra_records=(finish,), messages=turn)
+
+
+def unique_call_ids(reply: AssistantReply, used: set[str], step_seq: int) -> AssistantReply:
+    """Rename tool call ids already used in this workflow (``used``, or twice in this
+    reply) to ``<id>.<step_seq>.<index>``: some servers restart their ids at every reply
+    or omit them, and the tool message and the idempotency key (``<workflow_id>:<call_id>``)
+    must name one call only."""
+    used = set(used)
     calls = []
     for index, call in enumerate(reply.tool_calls):
         call_id = call.id if call.id and call.id not in used else f"{call.id or 'call'}.{step_seq}.{index}"
@@ -170,16 +196,24 @@ def run_tool(ctx: StepContext) -> Outcome:
 
 
 def run_finish(ctx: StepContext) -> Outcome:
-    """Complete the workflow; the turn is appended to memory once the final status is
-    checkpointed (:func:`agent_platform.engine.lifecycle.finish_workflow`), so a turn that
-    was terminated meanwhile never reaches the session's history."""
-    output, stop_reason = ctx.state.next.output, ctx.state.next.stop_reason
-    return End(
-        ctx.record("ok", {"output": output, "stop_reason": stop_reason}),
-        RuntimeStatus.COMPLETED,
-        updates={"output": output, "stop_reason": stop_reason, "ended_at": now_iso()},
-        incr={"steps_completed": 1},
-    )
+    """A ``finish`` step of its own: only a workflow checkpointed by an earlier version
+    (whose ``llm`` step left ``next = finish``) has one; today the ``llm`` step's
+    checkpoint writes the ``finish`` record."""
+    return complete(ctx, None, ctx.state.next.output, ctx.state.next.stop_reason, {})
+
+
+def run_lost(ctx: StepContext) -> Outcome:
+    """A step whose workers died ``max_lost_attempts`` times (a tool that crashes its
+    process, memory exhausted, a hard time limit) is not run again: a tool call ends with
+    an error the model reads; any other step fails the workflow (DESIGN rule 11, case C14)."""
+    runs = f"{ctx.lost} runs in all, each one's worker lost"
+    if ctx.kind == "tool":
+        index = ctx.message.call_index or 0
+        call = ctx.state.next.calls[index]
+        error = f"worker lost during tool {call.name} ({runs}): the tool was not run again"
+        data = {"index": index, "call_id": call.id, "name": call.name, "arguments": call.arguments, "error": error}
+        return ToolAnswered(ctx.record("error", data, attempt=ctx.attempt - 1), incr={"steps_completed": 1})
+    return fail(ctx, WorkerLost(f"worker lost during {ctx.kind} step ({runs})"))
 
 
 STEP_FUNCTIONS: dict[str, Callable[[StepContext], Outcome]] = {
@@ -198,4 +232,4 @@ def tool_error_text(exc: BaseException, timeout: float | None) -> str:
     return f"{type(exc).__name__}: {exc}"[:2000]
 
 
-__all__ = ["STEP_FUNCTIONS", "End", "fail", "run_finish", "run_llm", "run_start", "run_tool"]
+__all__ = ["STEP_FUNCTIONS", "End", "fail", "run_finish", "run_llm", "run_lost", "run_start", "run_tool"]

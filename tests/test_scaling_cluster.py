@@ -78,8 +78,6 @@ def test_c01_paris_turn_on_a_redis_cluster(
     with redis_cluster.client() as client:
         owner = redis_cluster.owner(client.keyslot(f"{{{wf}}}")).port
     assert list(holding) == [owner], holding
-    # and the state is spread: not every key of the deployment is on that node
-    assert len(_nodes_holding(redis_cluster, "*")) >= 2
 
 
 def test_c04_sigkill_of_the_whole_worker_mid_tool_on_a_redis_cluster(

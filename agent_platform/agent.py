@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError
 from .keys import queue_name
@@ -13,6 +13,9 @@ from .memory.base import ConversationMemory
 from .memory.redis_memory import ConversationRedisMemory
 from .tool import Tool
 from .tool import tool as make_tool
+
+if TYPE_CHECKING:
+    from .dev_service import DevService
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -89,6 +92,7 @@ class AssistantAgent:
         self.local_steps = local_steps
         self.service_port: int | None = None
         self.service_host = "127.0.0.1"
+        self._service: DevService | None = None
 
     def __repr__(self) -> str:
         return f"<AssistantAgent {self.name} tools={list(self.tools)}>"
@@ -139,11 +143,32 @@ class AssistantAgent:
         self.service_host = host
         return self
 
-    def start(self) -> None:
-        """Dev mode: embedded Redis and model when needed, a Celery worker and the web app.
+    def start(self) -> DevService:
+        """Dev mode: Redis (the components' or an embedded one), the embedded model when
+        none is configured, a Celery worker and the web app, all for this agent object.
 
-        Blocks until Ctrl-C or SIGTERM, then stops every process it started.
+        The worker and the web app are forked from this process, so the agent may be
+        built anywhere (inside ``async def main()``, a notebook cell, a test). Usable
+        plainly (no event loop running: serves until Ctrl-C or SIGTERM, then returns)
+        and with ``await`` (serves until stopped); while an event loop runs and nothing
+        awaits it, it serves in the background until :meth:`stop`. The web app listens on
+        the port given to :meth:`as_service` (``$AGENT_PLATFORM_APP_PORT`` overrides it),
+        the Dapr workflow API also on ``$AGENT_PLATFORM_DAPR_HTTP_PORT`` (default 3500).
+
+        Returns:
+            The :class:`~agent_platform.dev_service.DevService` (awaitable).
+
+        Raises:
+            ConfigurationError: dev mode could not start (when serving in the foreground).
         """
-        from .devmode import run_dev  # launcher: imports tasks/web lazily
+        from .dev_service import DevService  # launcher: imports tasks/web lazily, in its children
+        from .devmode import app_port
 
-        run_dev([self], port=self.service_port or 8001, host=self.service_host)
+        if self._service is None or self._service.finished:
+            self._service = DevService([self], port=app_port(self.service_port or 8001), host=self.service_host)
+        return self._service.launch()
+
+    def stop(self) -> None:
+        """Stop what :meth:`start` started (every process), waiting until they exited."""
+        if self._service is not None:
+            self._service.stop()

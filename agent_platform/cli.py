@@ -96,6 +96,8 @@ def run(app: str | None, task: str, session_id: str | None, agent: str | None, t
         name = _choose_agent(rt, agent)
         wf, _ = rt.start_workflow(name, task, session_id=session_id)
         click.echo(f"workflow {wf} started (agent {name})", err=True)
+        if rt.settings.ui:
+            click.echo(f"run page: {run_page_url(rt.settings, wf)}", err=True)
         store = rt.store_for(name)
         for record in follow_steps(store, wf, timeout=timeout):
             click.echo(describe_step(record))
@@ -104,6 +106,13 @@ def run(app: str | None, task: str, session_id: str | None, agent: str | None, t
         raise click.ClickException(str(exc)) from exc
     _print_final(status, as_json)
     sys.exit(0 if status["runtime_status"] == "COMPLETED" else 1)
+
+
+def run_page_url(settings: Any, workflow_id: str) -> str:
+    """The inspector's page of a workflow: ``<web_url>/ui/workflows/<id>``, where the web
+    URL is ``AGENT_PLATFORM_WEB_URL``, else ``http://localhost:$PORT`` (8000, as the Procfile)."""
+    base = settings.web_url or f"http://localhost:{os.environ.get('PORT') or '8000'}"
+    return f"{base.rstrip('/')}/ui/workflows/{workflow_id}"
 
 
 def _print_final(status: dict[str, Any], as_json: bool) -> None:
@@ -269,7 +278,7 @@ def components_check(path: str | None) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 def dev(app: str | None, port: int, host: str) -> None:
     """Dev mode: embedded Redis and model when none is configured, a worker and the web app."""
-    from .devmode import run_dev
+    from .dev_service import run_dev
     from .runtime import load_agents
 
     _use_app(app)

@@ -1,8 +1,10 @@
 """``python -m agent_platform.demo``: one TravelBuddy turn end to end, on the embedded defaults.
 
-Starts dev mode (embedded Redis and local model unless REDIS_URL / OPENAI_* are set), sends
-"I want to find flights to Paris" over HTTP, prints each step as it is checkpointed and the
-answer, then stops everything. Exit status 0 only when the turn is COMPLETED.
+Starts dev mode for the TravelBuddy agent defined here (the agent of
+``examples/travel_planner.py``; the demo ships with the package), sends "I want to find
+flights to Paris" over HTTP, prints each step as it is checkpointed (the step-log
+follower of the CLI, :func:`~agent_platform.follow.follow_steps`) and the answer, then
+stops everything. Exit status 0 only when the turn is COMPLETED.
 """
 
 from __future__ import annotations
@@ -11,48 +13,78 @@ import sys
 import time
 
 import httpx
+from pydantic import BaseModel, Field
 
+from .agent import AssistantAgent
 from .devmode import DevMode
-from .follow import describe_step
+from .follow import describe_step, follow_steps
+from .memory import ConversationRedisMemory
+from .processes import free_port
+from .status import public_status
+from .tool import tool
 
 TASK = "I want to find flights to Paris"
 
 
+class FlightOption(BaseModel):
+    """One flight offer."""
+
+    airline: str = Field(description="Airline name")
+    price: float = Field(description="Price in USD")
+
+
+class DestinationSchema(BaseModel):
+    """Arguments of search_flights."""
+
+    destination: str = Field(description="Destination city name")
+
+
+@tool(args_model=DestinationSchema)
+def search_flights(destination: str) -> list[FlightOption]:
+    """Search for flights to the specified destination."""
+    return [FlightOption(airline="SkyHighAir", price=450.00), FlightOption(airline="GlobalWings", price=375.50)]
+
+
+def travel_planner() -> AssistantAgent:
+    """The TravelBuddy agent of DESIGN section 1."""
+    return AssistantAgent(
+        name="TravelBuddy",
+        role="Travel Planner",
+        goal="Help users find flights to their desired destinations.",
+        instructions=[
+            "Find flights to the destination the user names, with the search_flights tool.",
+            "Answer with the airlines and prices you found.",
+        ],
+        tools=[search_flights],
+        memory=ConversationRedisMemory(store_name="conversationstore", session_id="default"),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns the exit status."""
-    from examples.travel_planner import travel_planner  # the repository's example agent
-
-    with DevMode([travel_planner], port=_port(), agent_app="examples.travel_planner:travel_planner") as dev:
-        with httpx.Client(base_url=dev.base_url, timeout=30.0) as http:
-            reply = http.post("/start-workflow", json={"task": TASK, "session_id": f"demo-{int(time.time())}"})
-            reply.raise_for_status()
-            wf = reply.json()["workflow_instance_id"]
-            print(f"\nPOST /start-workflow {{'task': {TASK!r}}} -> 202, workflow {wf}\n", flush=True)
-            seen = -1
-            deadline = time.monotonic() + 300
-            while True:
-                status = http.get(f"/workflows/{wf}").json()  # read before the steps: none is missed
-                for record in http.get(f"/workflows/{wf}/steps").json()["steps"]:
-                    if record["seq"] > seen:
-                        seen = record["seq"]
-                        print(describe_step(record), flush=True)
-                if status["runtime_status"] in ("COMPLETED", "FAILED", "TERMINATED"):
-                    break
-                if time.monotonic() > deadline:
-                    print("the turn did not end within 300 s", file=sys.stderr)
-                    return 1
-                time.sleep(0.2)
+    agent = travel_planner()
+    with (
+        DevMode([agent], port=free_port(), dapr_port=0) as dev,
+        httpx.Client(base_url=dev.base_url, timeout=30) as http,
+    ):
+        reply = http.post("/start-workflow", json={"task": TASK, "session_id": f"demo-{int(time.time())}"})
+        reply.raise_for_status()
+        wf = reply.json()["workflow_instance_id"]
+        print(f"\nPOST /start-workflow {{'task': {TASK!r}}} -> 202, workflow {wf}\n", flush=True)
+        assert dev.runtime is not None
+        store = dev.runtime.store_for(agent)
+        try:
+            for record in follow_steps(store, wf, timeout=300):
+                print(describe_step(record), flush=True)
+        except TimeoutError:
+            print("the turn did not end within 300 s", file=sys.stderr)
+            return 1
+        status = public_status(store.state(wf))
     print(f"\nstatus: {status['runtime_status']}")
     if status.get("failure_details"):
         print(f"failure: {status['failure_details']}")
     print(f"answer: {status.get('output')}")
     return 0 if status["runtime_status"] == "COMPLETED" else 1
-
-
-def _port() -> int:
-    from .processes import free_port
-
-    return free_port()
 
 
 if __name__ == "__main__":

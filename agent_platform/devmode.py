@@ -1,31 +1,39 @@
-"""Dev mode: the whole platform in one command (DESIGN section 8).
+"""Dev mode: the whole platform from the process that holds the agents (DESIGN section 8).
 
-Starts, as needed: a private redis-server (no ``REDIS_URL``), the embedded local model
-(no ``OPENAI_API_KEY`` and no ``OPENAI_BASE_URL``), one Celery worker and the web app
-(gunicorn), prints where each listens, and stops them all on Ctrl-C or SIGTERM.
+Starts, as needed: the Redis the components name when it answers, else a private
+redis-server; the embedded local model (no ``OPENAI_API_KEY`` and no ``OPENAI_BASE_URL``);
+one Celery worker; the web app (gunicorn), also on the Dapr sidecar's HTTP port; prints
+which of each it uses, and stops them all.
 
-A launcher: it starts ``celery -A tasks`` and ``gunicorn web:create_app()`` as
-subprocesses and imports neither.
+The worker and the web app are **forked** from this process (:class:`ManagedProcess`
+with a target), the way Celery's prefork pool and gunicorn's arbiter fork their own
+workers: each child inherits the agent objects as they are in memory, so an agent built
+anywhere (inside ``async def main()``, a notebook cell, a test) is served without being
+importable by name. ``AGENT_APP`` stays the production way (every process of a
+deployment imports the agents by ``module:attribute``). A launcher: it imports ``tasks``
+and ``web`` lazily, inside the children.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
-import subprocess
-import sys
+import socket
 import threading
-import time
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
+import redis
+
+from .components import load_components
 from .embedded_redis import EmbeddedRedis
 from .errors import ConfigurationError
 from .local_model import LocalModelServer
-from .processes import stop_process, tail
+from .processes import ManagedProcess
+from .runtime import Runtime
+from .settings import Settings
 
 if TYPE_CHECKING:
     from .agent import AssistantAgent  # agent.start() imports this module
@@ -40,57 +48,54 @@ LOCAL_MODEL_PROFILE = {
     "AGENT_PLATFORM_LLM_MAX_TOKENS": "160",
     "AGENT_PLATFORM_LLM_TOOL_RESULT_ROLE": "user",
 }
+#: The Dapr sidecar's default HTTP port (``dapr run --dapr-http-port``).
+DAPR_HTTP_PORT = 3500
 
 
-def agent_app_spec(agents: Iterable[AssistantAgent], cwd: Path | None = None) -> tuple[str, str | None]:
-    """``(AGENT_APP, extra PYTHONPATH entry or None)`` naming where ``agents`` are defined.
+class Interrupted(Exception):
+    """Raised inside dev mode's start-up when it was asked to stop meanwhile."""
 
-    An agent defined in a script run as ``__main__`` is named by the script's path
-    (``examples/travel_planner.py`` -> ``examples.travel_planner``).
 
-    Raises:
-        ConfigurationError: an agent is not a module-level attribute of any module.
-    """
-    cwd = (cwd or Path.cwd()).resolve()
-    specs: list[str] = []
-    extra_path: str | None = None
-    for agent in agents:
-        found = None
-        for module_name, module in list(sys.modules.items()):
-            for attr, value in list(vars(module).items()) if module is not None else []:
-                if value is agent:
-                    found = (module_name, attr, module)
-                    break
-            if found and module_name != "__main__":
-                break
-        if found is None:
-            raise ConfigurationError(f"agent {agent.name} is not a module-level attribute: set AGENT_APP")
-        module_name, attr, module = found
-        if module_name == "__main__":
-            path = Path(str(module.__file__)).resolve()
-            try:
-                module_name = ".".join(path.relative_to(cwd).with_suffix("").parts)
-            except ValueError:
-                extra_path, module_name = str(path.parent), path.stem
-        specs.append(f"{module_name}:{attr}")
-    return ",".join(dict.fromkeys(specs)), extra_path
+def app_port(default: int) -> int:
+    """The web app's port: ``$AGENT_PLATFORM_APP_PORT`` when set, else ``default`` (the
+    port given to ``as_service()`` / ``serve()``), so a program with a fixed port can run
+    beside another service or in a test."""
+    return _port_var("AGENT_PLATFORM_APP_PORT", default)
+
+
+def sidecar_port() -> int:
+    """The port of the Dapr workflow API: ``$AGENT_PLATFORM_DAPR_HTTP_PORT``, default 3500
+    (Dapr's); 0 turns it off."""
+    return _port_var("AGENT_PLATFORM_DAPR_HTTP_PORT", DAPR_HTTP_PORT)
+
+
+def _port_var(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) > 65535:
+        raise ConfigurationError(f"{name}={raw!r} is not a TCP port (0-65535)")
+    return int(raw)
 
 
 class DevMode:
     """The dev-mode processes; a context manager.
 
     Args:
-        agents: the agents to serve.
-        port: the web app's port.
-        host: the web app's address.
+        agents: the agents to serve (objects; they need not be importable).
+        port: the web app's port (0: no web app, a worker only).
+        host: the address the web app binds.
+        dapr_port: the port of the Dapr workflow API (default :func:`sidecar_port`; 0 off);
+            skipped with a warning line when the port is taken.
         data_dir: folder of the embedded Redis's data (AOF) and the logs (default
             ``$AGENT_PLATFORM_DATA_DIR`` or ``.agent-platform``).
         concurrency: the worker's pool size.
-        agent_app: ``AGENT_APP`` to use instead of deriving it from ``agents``.
+        stopping: an event that, once set, ends a start-up in progress (:class:`Interrupted`).
 
     Attributes:
         env: the environment the worker and web app run with.
-        base_url: the web app's URL once started.
+        runtime: a runtime in this process over the same stores (read status, follow steps).
+        redis_note: which Redis dev mode uses and why (its first line of output).
     """
 
     def __init__(
@@ -98,33 +103,46 @@ class DevMode:
         agents: list[AssistantAgent],
         port: int = 8001,
         host: str = "127.0.0.1",
+        dapr_port: int | None = None,
         data_dir: str | Path | None = None,
         concurrency: int = 2,
-        agent_app: str | None = None,
+        stopping: threading.Event | None = None,
     ) -> None:
         self.agents = agents
         self.port = port
         self.host = host
-        self.data_dir = Path(data_dir or os.environ.get("AGENT_PLATFORM_DATA_DIR") or ".agent-platform")
+        self.dapr_port = sidecar_port() if dapr_port is None else dapr_port
+        self.data_dir = Path(data_dir or os.environ.get("AGENT_PLATFORM_DATA_DIR") or ".agent-platform").resolve()
         self.concurrency = concurrency
-        self.agent_app = agent_app
+        self.stopping = stopping or threading.Event()
         self.redis: EmbeddedRedis | None = None
         self.model: LocalModelServer | None = None
-        self.worker: subprocess.Popen[bytes] | None = None
-        self.web: subprocess.Popen[bytes] | None = None
+        self.worker: ManagedProcess | None = None
+        self.web: ManagedProcess | None = None
         self.env: dict[str, str] = {}
-        self._logs: list[Any] = []
+        self.runtime: Runtime | None = None
+        self.redis_note = ""
+        # One name per dev mode: two dev modes on one Redis (the components' 6379) must not
+        # answer each other's readiness ping.
+        self.worker_name = f"dev-{os.getpid()}@{socket.gethostname()}"
 
     @property
     def base_url(self) -> str:
         """``http://host:port`` of the web app."""
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def dapr_url(self) -> str | None:
+        """``http://host:port`` of the Dapr workflow API, or None when off."""
+        return f"http://{self.host}:{self.dapr_port}" if self.dapr_port else None
+
     def start(self) -> Self:
-        """Start everything and wait until the web app answers and the worker is ready.
+        """Start everything and wait until the worker answers a ping and the web app /health.
 
         Raises:
-            ConfigurationError: a process did not start (its log tail is in the message).
+            ConfigurationError: a process did not start (its log tail is in the message),
+                or a component the agents name is missing.
+            Interrupted: ``stopping`` was set meanwhile.
         """
         try:
             self._start()
@@ -136,75 +154,140 @@ class DevMode:
     def _start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
-        app, extra_path = (self.agent_app, None) if self.agent_app else agent_app_spec(self.agents)
-        env["AGENT_APP"] = app
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path.cwd()), extra_path, env.get("PYTHONPATH")) if p)
-        if not env.get("REDIS_URL"):
-            self.redis = EmbeddedRedis(self.data_dir / "redis").start()
-            env["REDIS_URL"] = self.redis.url
-            _say(f"redis      {self.redis.url}  (embedded, data in {self.data_dir / 'redis'})")
-        else:
-            _say("redis      $REDIS_URL")
+        self._choose_redis(env)
+        say(self.redis_note)
         if not env.get("OPENAI_API_KEY") and not env.get("OPENAI_BASE_URL"):
-            _say("model      starting the embedded SmolLM2-135M-Instruct (llama-cpp-python)...")
+            say("model      starting the embedded SmolLM2-135M-Instruct (llama-cpp-python)...")
             self.model = LocalModelServer().start()
             env.update(OPENAI_BASE_URL=self.model.base_url, OPENAI_MODEL=self.model.model_name, **LOCAL_MODEL_PROFILE)
             env.setdefault("OPENAI_API_KEY", "local")
-            _say(f"model      {self.model.base_url}  ({self.model.model_name})")
+            say(f"model      {self.model.base_url}  ({self.model.model_name}, embedded)")
         else:
-            _say(f"model      {env.get('OPENAI_BASE_URL') or 'OpenAI'} ({env.get('OPENAI_MODEL') or 'default model'})")
+            say(f"model      {env.get('OPENAI_BASE_URL') or 'OpenAI'} ({env.get('OPENAI_MODEL') or 'default model'})")
         self.env = env
-        self.worker = self._spawn(
-            "worker",
-            [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--loglevel", "INFO",
-             "-c", str(self.concurrency), "-n", "dev@%h", "--without-mingle", "--without-gossip"],
-        )  # fmt: skip
-        self.web = self._spawn(
-            "web",
-            [sys.executable, "-m", "gunicorn", "web:create_app()", "--bind", f"{self.host}:{self.port}",
-             "--worker-class", "gthread", "--threads", "8", "--workers", "1"],
-        )  # fmt: skip
-        self._wait(lambda: _http_ok(f"{self.base_url}/health"), self.web, "web", 60)
-        self._wait(lambda: " ready." in _read(self.data_dir / "worker.log"), self.worker, "worker", 90)
-        _say(f"worker     celery -A tasks worker (queues: {', '.join(a.queue for a in self.agents)})")
-        _say(f"web        {self.base_url}  (POST /start-workflow, GET /workflows/<id>, /openapi.json)")
+        self._check_stop()
+        self.worker = ManagedProcess("worker", target=self._run_worker, env=env, log_path=self.data_dir / "worker.log")
+        self.worker.start()
+        if self.port:
+            if self.dapr_port and not _port_free(self.host, self.dapr_port):
+                say(f"dapr api   port {self.dapr_port} is in use: the Dapr workflow API is served on {self.port} only")
+                self.dapr_port = 0
+            self.web = ManagedProcess("web", target=self._run_web, env=env, log_path=self.data_dir / "web.log")
+            self.web.start()
+            self.web.wait_ready(self._interruptible(lambda: _http_ok(f"{self.base_url}/health")), 60)
+        self.worker.wait_ready(self._interruptible(self._worker_answers), 90, interval=0.2)
+        say(f"worker     {self.worker_name} (forked; queues: {', '.join(a.queue for a in self.agents)})")
+        if self.web is not None:
+            say(f"web        {self.base_url}  (POST /start-workflow, GET /workflows/<id>, /openapi.json)")
+            if self.dapr_port:
+                say(f"dapr api   {self.dapr_url}/v1.0/workflows/<component>/<id>  (the sidecar's workflow API)")
+            say(f"inspector  {self.base_url}/ui/  (every workflow, live; AGENT_PLATFORM_UI=0 turns it off)")
 
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        log_path = self.data_dir / f"{name}.log"
-        handle = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self._logs.append(handle)
-        return subprocess.Popen(
-            argv,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def _wait(self, ready: Any, proc: subprocess.Popen[bytes], name: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not ready():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise ConfigurationError(
-                    f"the {name} did not start; {self.data_dir / (name + '.log')}:\n{tail(self.data_dir / (name + '.log'), 30)}"
+    # -- choices ------------------------------------------------------------------------
+    def _choose_redis(self, env: dict[str, str]) -> None:
+        """Use ``REDIS_URL``; else the Redis the components name when every one answers;
+        else a private redis-server (``REDIS_URL`` then points every component at it)."""
+        if env.get("REDIS_URL"):
+            self.runtime = Runtime(Settings.from_env(env), agents=self.agents)
+            self.redis_note = "redis      $REDIS_URL"
+            return
+        settings = Settings.from_env(env)
+        found = load_components(settings.components_path, env)
+        why = f"no Redis components in {found.folder}"
+        if found:
+            runtime = Runtime(settings, agents=self.agents)
+            silent = [url for url in _redis_urls(runtime) if not _answers(url)]
+            if not silent:
+                self.runtime = runtime
+                self.redis_note = (
+                    f"redis      {', '.join(_redis_urls(runtime, redacted=True))}  (components in {found.folder})"
                 )
-            time.sleep(0.1)
+                return
+            runtime.close()
+            why = f"the components' Redis at {', '.join(silent)} did not answer"
+        self.redis = EmbeddedRedis(self.data_dir / "redis").start()
+        env["REDIS_URL"] = self.redis.url
+        self.runtime = Runtime(Settings.from_env(env), agents=self.agents)
+        self.redis_note = f"redis      {self.redis.url}  (embedded, data in {self.data_dir / 'redis'}; {why})"
+
+    # -- the children -------------------------------------------------------------------
+    def _run_worker(self) -> int:
+        """The forked worker: ``celery worker`` on an app built for these agent objects."""
+        from tasks import create_celery  # launcher: tasks only in the child
+
+        app = create_celery(runtime=Runtime(Settings.from_env(), agents=self.agents))
+        argv = ["worker", "--loglevel", "INFO", "-c", str(self.concurrency), "-n", self.worker_name,
+                "--without-mingle", "--without-gossip"]  # fmt: skip
+        return app.start(argv) or 0  # type: ignore[no-any-return]
+
+    def _run_web(self) -> None:
+        """The forked web app: gunicorn (gthread) on the app and the Dapr sidecar ports."""
+        from web import create_app  # launcher: web only in the child
+        from web.dapr import sidecar_only
+
+        app = create_app(runtime=Runtime(Settings.from_env(), agents=self.agents))
+        binds = [f"{self.host}:{self.port}"]
+        if self.dapr_port:
+            binds.append(f"{self.host}:{self.dapr_port}")
+        wsgi = sidecar_only(app, self.dapr_port) if self.dapr_port else app
+        options = {"bind": binds, "workers": 1, "worker_class": "gthread", "threads": 8, "accesslog": "-"}
+        _serve_gunicorn(wsgi, options)
+
+    def _worker_answers(self) -> bool:
+        """Celery's ``control.ping`` to the dev worker answers (remote control, not logs)."""
+        from celery import Celery
+
+        assert self.runtime is not None
+        app = Celery("agent_platform.dev", broker=self.runtime.broker_url(), set_as_current=False)
+        try:
+            return bool(app.control.ping(destination=[self.worker_name], timeout=0.5))
+        except Exception:  # broker not reachable yet
+            return False
+        finally:
+            app.close()
+
+    def _interruptible(self, ready: Callable[[], bool]) -> Callable[[], bool]:
+        def check() -> bool:
+            self._check_stop()
+            return ready()
+
+        return check
+
+    def _check_stop(self) -> None:
+        if self.stopping.is_set():
+            raise Interrupted("dev mode was asked to stop while starting")
+
+    def check(self) -> None:
+        """Raise if the worker or the web app exited on its own.
+
+        Raises:
+            ConfigurationError: naming the process and its log.
+        """
+        for proc in (self.worker, self.web):
+            if proc is not None and proc.proc is not None and not proc.alive():
+                raise ConfigurationError(f"the {proc.name} exited with status {proc.returncode}; see {proc.log_path}")
+
+    def pids(self) -> list[int]:
+        """The pids of the processes started (their groups hold what they started)."""
+        procs = [self.worker, self.web, getattr(self.redis, "_proc", None), getattr(self.model, "_proc", None)]
+        return [p.pid for p in procs if p is not None and p.pid is not None]
 
     def stop(self) -> None:
-        """Stop the web app, the worker, the model and Redis, in that order; idempotent."""
-        stop_process(self.web, timeout=10)
-        stop_process(self.worker, timeout=10)
+        """Stop the web app, the worker (Celery's warm shutdown), the model and Redis, in
+        that order, each with SIGTERM then SIGKILL; idempotent."""
+        if self.web is not None:
+            self.web.stop(timeout=10)
+        if self.worker is not None:
+            self.worker.stop(timeout=10)
         self.web = self.worker = None
+        if self.runtime is not None:
+            self.runtime.close()
         if self.model is not None:
             self.model.stop()
             self.model = None
         if self.redis is not None:
             self.redis.stop()
             self.redis = None
-        for handle in self._logs:
-            handle.close()
-        self._logs.clear()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -213,44 +296,75 @@ class DevMode:
         self.stop()
 
 
-def run_dev(agents: list[AssistantAgent], port: int = 8001, host: str = "127.0.0.1") -> None:
-    """Run dev mode until Ctrl-C or SIGTERM, then stop every process it started."""
-    stopped = threading.Event()
+def _serve_gunicorn(wsgi: Any, options: dict[str, Any]) -> None:
+    """Run gunicorn's arbiter on a WSGI object this process already holds (gunicorn's
+    documented "custom application", a ``BaseApplication`` subclass); returns when it stops."""
+    from gunicorn.app.base import BaseApplication
 
-    def on_signal(signum: int, frame: Any) -> None:
-        stopped.set()
+    class Application(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in options.items():
+                self.cfg.set(key, value)
 
-    previous = signal.signal(signal.SIGTERM, on_signal)
+        def load(self) -> Any:
+            return wsgi
+
+    Application().run()
+
+
+def _redis_urls(runtime: Runtime, redacted: bool = False) -> list[str]:
+    """The distinct Redis URLs of the components the runtime's agents name."""
+    from .components import RedisTarget
+
+    names: list[str] = []
+    for agent in runtime.agents.values():
+        names += [agent.state_store_name, agent.agents_registry_store_name, agent.message_bus_name]
+        store = getattr(agent.memory, "store_name", None)
+        if store:
+            names.append(store)
+    urls = dict.fromkeys(runtime.target_for(name).url for name in dict.fromkeys(names))
+    return [RedisTarget(url, "").redacted_url() if redacted else url for url in urls]
+
+
+def _answers(url: str) -> bool:
+    """Whether the Redis at ``url`` answers PING within a second.
+
+    Raises:
+        ConfigurationError: it answers but refuses us (wrong password, ...).
+    """
+    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
     try:
-        with DevMode(agents, port=port, host=host) as dev:
-            _say(f"ready: curl -XPOST {dev.base_url}/start-workflow -H 'Content-Type: application/json' "
-                 "-d '{\"task\": \"I want to find flights to Paris\"}'   (Ctrl-C stops)")  # fmt: skip
-            while not stopped.wait(0.5):
-                for proc, name in ((dev.worker, "worker"), (dev.web, "web")):
-                    if proc is not None and proc.poll() is not None:
-                        raise ConfigurationError(f"the {name} exited; see {dev.data_dir / (name + '.log')}")
-    except KeyboardInterrupt:
-        pass
+        return bool(client.ping())
+    except (redis.ConnectionError, redis.TimeoutError):
+        return False
+    except redis.RedisError as exc:
+        raise ConfigurationError(f"the Redis of the components answers but refuses: {exc}") from exc
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        _say("stopped")
+        client.close()
 
 
-def _say(text: str) -> None:
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def say(text: str) -> None:
+    """One line of dev mode's output: ``[agent-platform] <text>``."""
     print(f"[agent-platform] {text}", flush=True)
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return ""
 
 
 def _http_ok(url: str) -> bool:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(url, timeout=2) as response:
-            return response.status == 200
+            return bool(response.status == 200)
     except OSError:
         return False
+
+
+__all__ = ["LOCAL_MODEL_PROFILE", "DevMode", "Interrupted", "app_port", "sidecar_port"]

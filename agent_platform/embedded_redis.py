@@ -18,15 +18,14 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Self
 
+import redis
+
 from agent_platform.errors import ConfigurationError
-from agent_platform.processes import free_port, kill_group, tail
+from agent_platform.processes import ManagedProcess, ProcessFailed, free_port, tail
 
 __all__ = ["EmbeddedRedis", "find_redis_server"]
 
@@ -81,7 +80,7 @@ def find_redis_server() -> str:
 
 
 def _server_pid(host: str, port: int, timeout: float = 0.5) -> int | None:
-    """Ask the Redis on ``host:port`` for its ``process_id`` (``INFO server``).
+    """Ask the Redis on ``host:port`` for its ``process_id`` (redis-py's ``info("server")``).
 
     Answering PING is not enough: when the port is taken, the Redis that answers may
     be another one while ours exits with "Address already in use".
@@ -94,21 +93,13 @@ def _server_pid(host: str, port: int, timeout: float = 0.5) -> int | None:
     Returns:
         The pid the server reports, or None when nothing (or no Redis) answers.
     """
+    client = redis.Redis(host=host, port=port, socket_timeout=timeout, socket_connect_timeout=timeout)
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.sendall(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n")
-            reply = b""
-            while b"process_id:" not in reply or not reply.endswith(b"\r\n"):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                reply += chunk
-    except OSError:
+        return int(client.info("server")["process_id"])
+    except (redis.RedisError, OSError, KeyError, ValueError):
         return None
-    for line in reply.decode(errors="replace").splitlines():
-        if line.startswith("process_id:"):
-            return int(line.split(":", 1)[1])
-    return None
+    finally:
+        client.close()
 
 
 class EmbeddedRedis:
@@ -151,7 +142,7 @@ class EmbeddedRedis:
         self.executable = executable
         self.config_file = config_file
         self.extra_args = tuple(extra_args)
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: ManagedProcess | None = None
 
     @property
     def url(self) -> str:
@@ -161,7 +152,7 @@ class EmbeddedRedis:
     @property
     def pid(self) -> int | None:
         """The process id of the running server, or None when stopped."""
-        if self._proc is None or self._proc.poll() is not None:
+        if self._proc is None or not self._proc.alive():
             return None
         return self._proc.pid
 
@@ -216,33 +207,13 @@ class EmbeddedRedis:
             "--daemonize", "no",
             *self.extra_args,
         ]  # fmt: skip
-        with open(self.log_path, "ab") as log:
-            self._proc = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self._proc = ManagedProcess("redis-server", args, log_path=self.log_path).start()
         atexit.register(self.stop)
-        deadline = time.monotonic() + _START_DEADLINE_S
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                code = self._proc.returncode
-                self.stop()
-                raise ConfigurationError(
-                    f"redis-server ({self.executable}) exited with code {code} on port "
-                    f"{self.port}; log {self.log_path}:\n{tail(self.log_path)}"
-                )
-            if _server_pid(self.host, self.port) == self._proc.pid:
-                return
-            time.sleep(0.05)
-        self.stop()
-        raise ConfigurationError(
-            f"redis-server ({self.executable}) did not answer on "
-            f"{self.host}:{self.port} within {_START_DEADLINE_S:.0f} s; "
-            f"log {self.log_path}:\n{tail(self.log_path)}"
-        )
+        try:
+            self._proc.wait_ready(lambda: _server_pid(self.host, self.port) == self.pid, _START_DEADLINE_S, 0.05)
+        except ProcessFailed:
+            self.stop()
+            raise
 
     def stop(self, timeout: float = 10) -> None:
         """Stop the server: SIGTERM (a clean shutdown that flushes the AOF), then kill.
@@ -254,15 +225,8 @@ class EmbeddedRedis:
         """
         proc, self._proc = self._proc, None
         atexit.unregister(self.stop)
-        if proc is None:
-            return
-        if proc.poll() is None:
-            try:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        kill_group(proc)
+        if proc is not None:
+            proc.stop(timeout=timeout, sig=signal.SIGTERM, group=False)
 
     def restart(self) -> None:
         """Stop then start again on the same port and data folder."""

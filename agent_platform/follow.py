@@ -5,19 +5,51 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal, overload
 
 from .store.workflows import WorkflowStore
 
 
+@overload
 def follow_steps(
-    store: WorkflowStore, workflow_id: str, after: int = -1, timeout: float | None = None, block_ms: int = 1000
-) -> Iterator[dict[str, Any]]:
+    store: WorkflowStore,
+    workflow_id: str,
+    after: int = ...,
+    timeout: float | None = ...,
+    block_ms: int = ...,
+    idle: Literal[False] = ...,
+) -> Iterator[dict[str, Any]]: ...
+
+
+@overload
+def follow_steps(
+    store: WorkflowStore,
+    workflow_id: str,
+    after: int = ...,
+    timeout: float | None = ...,
+    block_ms: int = ...,
+    *,
+    idle: Literal[True],
+) -> Iterator[dict[str, Any] | None]: ...
+
+
+def follow_steps(
+    store: WorkflowStore,
+    workflow_id: str,
+    after: int = -1,
+    timeout: float | None = None,
+    block_ms: int = 1000,
+    idle: bool = False,
+) -> Iterator[dict[str, Any] | None]:
     """Yield step records with ``seq > after`` as they are appended (XREAD BLOCK), and
-    stop once the workflow has a final status and every record was yielded.
+    stop once the workflow has a final status and every record was yielded. The one
+    step-log follower of the CLI, the demo, ``AgentRunner.run`` and the SSE route.
 
     Args:
         timeout: seconds to follow at most (None: until the workflow ends).
+        block_ms: milliseconds one ``XREAD BLOCK`` waits.
+        idle: also yield None after each wait that brought nothing (a caller's chance
+            to send a keep-alive).
 
     Raises:
         WorkflowNotFound: the workflow does not exist (or was purged meanwhile).
@@ -33,6 +65,8 @@ def follow_steps(
             if store.state(workflow_id).finished and not store.steps(workflow_id, after=last):
                 return
             records = store.wait_steps(workflow_id, last, block_ms)
+            if not records and idle:
+                yield None
         for record in records:
             last = record["seq"]
             yield record

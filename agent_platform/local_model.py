@@ -17,17 +17,15 @@ from __future__ import annotations
 import atexit
 import importlib.util
 import os
-import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Self
 
 from agent_platform.errors import ConfigurationError
-from agent_platform.processes import free_port, stop_process, tail
+from agent_platform.processes import ManagedProcess, ProcessFailed, free_port
 
 __all__ = ["LocalModelServer", "smollm2_model_path"]
 
@@ -64,23 +62,61 @@ _SERVER_SETTING_NAMES = frozenset(
     }
 )
 # fmt: on
-# Runs llama_cpp.server with llama.cpp's "extra buffer types" (weight repacking, e.g.
-# for Intel AMX) turned off. A llama-cpp-python compiled from source is built with
-# -march=native; on a VM whose CPU advertises AMX without the OS/hypervisor enabling
-# its tile state (seen on Firecracker), the first completion dies with SIGILL in
-# ggml_backend_amx_mul_mat. The server has no option for it (``use_extra_bufts`` is a
-# field of llama_model_params only), so the child patches the default params.
-_NO_EXTRA_BUFFERS_BOOTSTRAP = """\
-import runpy
-import llama_cpp.llama_cpp as lib
-_default_params = lib.llama_model_default_params
-def _model_default_params():
-    params = _default_params()
-    params.use_extra_bufts = False
-    return params
-lib.llama_model_default_params = _model_default_params
-runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+# The server runs through :func:`serve_llama_cpp` (``python -c`` below), which patches two
+# things in llama-cpp-python before handing over to ``llama_cpp.server``.
+_SERVER_BOOTSTRAP = """\
+import sys
+from agent_platform.local_model import serve_llama_cpp
+serve_llama_cpp(extra_buffers=sys.argv[1] == "1")
 """
+
+
+def serve_llama_cpp(extra_buffers: bool = False) -> None:
+    """Run ``llama_cpp.server`` (its command line in ``sys.argv[2:]``) with two patches.
+
+    1. Chat prompts are plain text: llama-cpp-python's ``chatml-function-calling`` handler
+       renders its Jinja template with ``autoescape=select_autoescape(["html", "xml"])``,
+       which for a template from a string means HTML escaping, so a tool result
+       ``{"airline": ...}`` reaches the model as ``{&#34;airline&#34;: ...}`` and the
+       model echoes the entities in its answer. The module's
+       ``ImmutableSandboxedEnvironment`` is replaced by one that never autoescapes.
+    2. Unless ``extra_buffers``: llama.cpp's "extra buffer types" (weight repacking, e.g.
+       for Intel AMX) off. A llama-cpp-python compiled from source is built with
+       -march=native; on a VM whose CPU advertises AMX without the OS/hypervisor enabling
+       its tile state (seen on Firecracker), the first completion dies with SIGILL in
+       ggml_backend_amx_mul_mat. The server has no option for it (``use_extra_bufts`` is
+       a field of llama_model_params only), so the default params are patched.
+    """
+    import runpy
+
+    import llama_cpp.llama_chat_format as chat_format
+
+    chat_format.ImmutableSandboxedEnvironment = plain_text_environment(chat_format.ImmutableSandboxedEnvironment)  # type: ignore[misc, assignment]
+    if not extra_buffers:
+        import llama_cpp.llama_cpp as lib
+
+        default_params = lib.llama_model_default_params
+
+        def model_default_params() -> object:
+            params = default_params()
+            params.use_extra_bufts = False
+            return params
+
+        lib.llama_model_default_params = model_default_params
+    sys.argv = ["llama_cpp.server", *sys.argv[2:]]
+    runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+
+
+def plain_text_environment(base: type) -> type:
+    """A subclass of the Jinja environment class ``base`` that never autoescapes: a chat
+    prompt is text for a model, not HTML (see :func:`serve_llama_cpp`)."""
+
+    class PlainTextEnvironment(base):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            kwargs["autoescape"] = False
+            super().__init__(*args, **kwargs)
+
+    return PlainTextEnvironment
 
 
 def _package_folder(name: str) -> Path | None:
@@ -197,7 +233,7 @@ class LocalModelServer:
         self._model_alias = model_alias
         self.extra_buffers = extra_buffers
         self.log_path: Path | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: ManagedProcess | None = None
 
     @property
     def base_url(self) -> str:
@@ -214,22 +250,18 @@ class LocalModelServer:
     @property
     def pid(self) -> int | None:
         """The process id of the running server, or None when stopped."""
-        if self._proc is None or self._proc.poll() is not None:
+        if self._proc is None or not self._proc.alive():
             return None
         return self._proc.pid
 
     def _command(self) -> list[str]:
-        """Build the server's command line.
+        """Build the server's command line (:func:`serve_llama_cpp` with the server's options).
 
         Returns:
-            The argument list for :class:`subprocess.Popen`.
+            The argument list of the child process.
         """
-        if self.extra_buffers:
-            launcher = ["-m", "llama_cpp.server"]
-        else:
-            launcher = ["-c", _NO_EXTRA_BUFFERS_BOOTSTRAP]
         args = [
-            sys.executable, *launcher,
+            sys.executable, "-c", _SERVER_BOOTSTRAP, "1" if self.extra_buffers else "0",
             "--model", str(self.model_path),
             "--model_alias", self.model_name,
             "--chat_format", self.chat_format,
@@ -279,34 +311,16 @@ class LocalModelServer:
             self.port = free_port(self.host)
         env = {k: v for k, v in os.environ.items() if k.lower() not in _SERVER_SETTING_NAMES}
         fd, log_name = tempfile.mkstemp(prefix="agent-platform-llama-", suffix=".log")
+        os.close(fd)
         self.log_path = Path(log_name)
-        with os.fdopen(fd, "wb") as log:
-            self._proc = subprocess.Popen(
-                self._command(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
+        self._proc = ManagedProcess("local model server", self._command(), env=env, log_path=self.log_path).start()
         atexit.register(self.stop)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                message = (
-                    f"the local model server exited with code {self._proc.returncode}; its log:\n{tail(self.log_path)}"
-                )
-                self.stop()
-                raise ConfigurationError(message)
-            if self._ready():
-                return self
-            time.sleep(0.25)
-        message = (
-            f"the local model server did not answer on {self.base_url} within "
-            f"{timeout:g} s; its log:\n{tail(self.log_path)}"
-        )
-        self.stop()
-        raise ConfigurationError(message)
+        try:
+            self._proc.wait_ready(self._ready, timeout, 0.25)
+        except ProcessFailed:
+            self.stop()
+            raise
+        return self
 
     def stop(self, timeout: float = 10) -> None:
         """Stop the server (SIGTERM, then SIGKILL to its process group); idempotent.
@@ -316,7 +330,8 @@ class LocalModelServer:
         """
         proc, self._proc = self._proc, None
         atexit.unregister(self.stop)
-        stop_process(proc, timeout=timeout)
+        if proc is not None:
+            proc.stop(timeout=timeout)
         if self.log_path is not None:
             self.log_path.unlink(missing_ok=True)
             self.log_path = None

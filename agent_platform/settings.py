@@ -32,6 +32,9 @@ ENV_FIELDS: dict[str, str] = {
     "AGENT_PLATFORM_LLM_RETRY_AFTER_MAX": "llm_retry_after_max",
     "AGENT_PLATFORM_API_TOKEN": "api_token",
     "AGENT_PLATFORM_MAX_REQUEST_BYTES": "max_request_bytes",
+    "AGENT_PLATFORM_UI": "ui",
+    "AGENT_PLATFORM_WEB_URL": "web_url",
+    "FLOWER_URL": "flower_url",
     "AGENT_PLATFORM_FAULT": "fault",
     "AGENT_PLATFORM_REGISTRY_HEARTBEAT": "registry_heartbeat",
     "AGENT_PLATFORM_REGISTRY_STALE_AFTER": "registry_stale_after",
@@ -76,6 +79,10 @@ class Settings:
             for more fails the workflow rather than holding it for hours.
         api_token: when set, every route but ``/health`` needs ``Authorization: Bearer``.
         max_request_bytes: largest accepted HTTP request body (413 above it).
+        ui: serve the run inspector's pages under ``/ui/`` (``AGENT_PLATFORM_UI=0``: off).
+        web_url: the web app's public base URL, for links the CLI prints (default
+            ``http://localhost:$PORT``, 8000 without ``PORT``).
+        flower_url: Flower's base URL; the inspector links each step's Celery task there.
         fault: fault-injection point for crash tests (``exit_after_checkpoint:<kind>``,
             ``bus_exit_before_ack``).
         registry_heartbeat: seconds between two registry heartbeats of a worker.
@@ -111,6 +118,9 @@ class Settings:
     llm_retry_after_max: float = 300.0
     api_token: str | None = None
     max_request_bytes: int = 1_000_000
+    ui: bool = True
+    web_url: str | None = None
+    flower_url: str | None = None
     fault: str | None = None
     registry_heartbeat: float = 5.0
     registry_stale_after: float = 0.0

@@ -1,4 +1,4 @@
-"""The public shapes of a workflow's status: ours and the Dapr sidecar's."""
+"""The public shape of a workflow's status (the Dapr shapes: :mod:`agent_platform.dapr_shapes`)."""
 
 from __future__ import annotations
 
@@ -38,22 +38,3 @@ def public_status(state: WorkflowState) -> dict[str, Any]:
     status["metadata"] = dict(state.metadata)
     status["usage"] = {"prompt_tokens": state.prompt_tokens, "completion_tokens": state.completion_tokens}
     return status
-
-
-def dapr_status(state: WorkflowState) -> dict[str, Any]:
-    """The same status in the Dapr sidecar's shape (``GET /v1.0/workflows/<component>/<id>``)."""
-    properties: dict[str, Any] = {"dapr.workflow.input": state.input}
-    if state.output is not None:
-        properties["dapr.workflow.output"] = state.output
-    failure = state.failure_details
-    if failure:
-        properties["dapr.workflow.failure.error_type"] = failure.get("type")
-        properties["dapr.workflow.failure.error_message"] = failure.get("message")
-    return {
-        "instanceID": state.instance_id,
-        "workflowName": state.agent,
-        "createdAt": state.created_at,
-        "lastUpdatedAt": state.last_updated_at,
-        "runtimeStatus": state.runtime_status.value,
-        "properties": properties,
-    }

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pydantic
-from pydantic_core import to_jsonable_python
 
 from .errors import ConfigurationError, ToolArgumentsError, ToolError
+from .jsontext import to_jsonable
+
+__all__ = ["Tool", "ToolContext", "WaitingTool", "arguments_text", "parse_arguments", "to_jsonable", "tool"]
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,11 @@ class Tool:
         return {name: getattr(validated, name) for name in type(validated).model_fields}
 
     def invoke(self, arguments: Any, context: ToolContext) -> Any:
-        """Validate ``arguments`` and run the tool; return a JSON-serialisable result.
+        """Validate ``arguments`` and run the tool; return its result as JSON types.
+
+        The result is converted by :func:`agent_platform.jsontext.to_jsonable` (NaN and
+        infinities as null, bytes as UTF-8 text with invalid bytes replaced), which never
+        fails: only the function itself can make a call count as failed.
 
         Raises:
             ToolArgumentsError: the arguments fail validation (the function is not called).
@@ -136,7 +142,8 @@ class Tool:
         kwargs = self.validate(arguments)
         if self._wants_context:
             kwargs["context"] = context
-        return to_jsonable(self.func(**kwargs))
+        result = self.func(**kwargs)
+        return to_jsonable(result)
 
 
 def tool(
@@ -154,6 +161,14 @@ def tool(
 
     Without ``args_model`` the arguments model is built from the signature's annotations.
     A parameter named ``context`` receives a :class:`ToolContext` and is hidden from the model.
+
+    The function may return any JSON-serialisable value or pydantic model(s). Its result is
+    converted to strict JSON (RFC 8259) before it is checkpointed, by one rule
+    (:mod:`agent_platform.jsontext`): a NaN or infinite float becomes ``null``; ``bytes``
+    become text decoded as UTF-8 with each invalid byte replaced by U+FFFD (return base64
+    yourself to keep binary data exact); dates, UUIDs, Decimals and models as pydantic
+    serialises them; any other object as ``str()``. The conversion never fails, so a
+    function that returned counts as successful and is not retried.
     """
 
     def wrap(f: Callable[..., Any]) -> Tool:
@@ -174,32 +189,76 @@ def tool(
 def parse_arguments(arguments: Any) -> dict[str, Any]:
     """Read a tool call's arguments defensively, as servers differ.
 
-    OpenAI sends a JSON string; Ollama and some vLLM versions send an object; some
-    servers send "" or null for no arguments, or a JSON string encoded twice.
+    OpenAI sends a JSON string; Ollama and some vLLM versions send an object; some servers
+    send ``""``, whitespace, ``null`` (the JSON value or the text) for no arguments, or a
+    JSON string encoded twice. All of those read as the object they stand for (``{}``
+    for none). ``NaN`` and ``Infinity`` are not JSON (RFC 8259) and are refused.
 
     Raises:
-        ToolArgumentsError: not JSON or not an object (the text is quoted in the message).
+        ToolArgumentsError: not JSON, or not an object (an array, a number, a string): the
+            text is quoted in the message, which goes back to the model.
     """
-    if arguments is None or arguments == "":
-        return {}
     value = arguments
-    for _ in range(2):
+    if value is not None and not isinstance(value, str):  # an object: read as its JSON text
+        try:
+            value = json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ToolArgumentsError(f"tool arguments are not valid JSON ({exc}): {arguments!r:.500}") from None
+    for _ in range(3):  # the text, then a JSON string encoded once or twice
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return {}
         if not isinstance(value, str):
             break
         try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise ToolArgumentsError(
-                f"tool arguments are not valid JSON ({exc.msg} at position {exc.pos}): {arguments!r:.500}"
-            ) from None
+            value = json.loads(value, parse_constant=_not_json)
+        except ValueError as exc:
+            where = f" ({exc.msg} at position {exc.pos})" if isinstance(exc, json.JSONDecodeError) else f" ({exc})"
+            raise ToolArgumentsError(f"tool arguments are not valid JSON{where}: {arguments!r:.500}") from None
     if not isinstance(value, dict):
         raise ToolArgumentsError(f"tool arguments must be a JSON object, got: {arguments!r:.500}")
     return value
 
 
-def to_jsonable(value: Any) -> Any:
-    """Convert a tool's return value (pydantic models, lists of them, dataclasses...) to JSON types."""
-    return to_jsonable_python(value, fallback=str)
+def arguments_text(arguments: Any) -> tuple[str, str | None]:
+    """The arguments as the JSON object text to send back to the model, and the text
+    that arrived when it differs.
+
+    A strict server (OpenAI) answers 400 to a history whose ``tool_calls[].function.arguments``
+    is not a JSON object text, so what goes back is always one, and it holds what the tool
+    is given: the text as received when it is a JSON object already; ``"{}"`` for no
+    arguments (``""``, whitespace, ``null``); the object itself when it came as an object
+    or encoded twice; ``"{}"`` when the arguments cannot be read (the tool is not run and
+    its error goes to the model). Nothing is dropped: the text that arrived is returned
+    beside, for the step record.
+
+    Returns:
+        ``(object_text, received)``: ``received`` is None when it is ``object_text`` (or
+        when nothing arrived), else the text as received (objects as JSON text).
+    """
+    received = arguments if isinstance(arguments, str) or arguments is None else _dumps_loosely(arguments)
+    try:
+        value = parse_arguments(arguments)
+    except ToolArgumentsError:
+        return "{}", received
+    if isinstance(arguments, str):
+        try:
+            if isinstance(json.loads(arguments, parse_constant=_not_json), dict):
+                return arguments, None
+        except ValueError:
+            pass
+    text = json.dumps(value)
+    return text, None if received in (None, text) else received
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value (RFC 8259)")
+
+
+def _dumps_loosely(value: Any) -> str:
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 def _model_from_signature(name: str, signature: inspect.Signature) -> type[pydantic.BaseModel]:

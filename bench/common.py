@@ -23,10 +23,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
 import redis
 
 from agent_platform.embedded_redis import EmbeddedRedis
-from agent_platform.processes import children_of, kill_group
+from agent_platform.processes import ManagedProcess, ProcessFailed
 from agent_platform.settings import ENV_FIELDS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -129,39 +130,31 @@ def ratio(a: float, b: float) -> str:
 
 
 def rss_kib(pids: Iterable[int]) -> int:
-    """Sum of the resident set sizes (``VmRSS``) of ``pids``, in KiB."""
+    """Sum of the resident set sizes of ``pids``, in KiB (psutil)."""
     total = 0
     for pid in pids:
         try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
+            total += psutil.Process(pid).memory_info().rss // 1024
+        except psutil.NoSuchProcess:
             pass
     return total
 
 
 class ModelProcess:
-    """``python -m bench.model`` (the scripted model, zero latency) in its own process."""
+    """``python -m bench.model`` (the scripted model, zero latency) in its own process;
+    it prints its base URL, and exits when its stdin closes."""
 
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
-        self.proc: subprocess.Popen[str] | None = None
+        self.managed: ManagedProcess | None = None
         self.base_url = ""
 
     def start(self, timeout: float = 30.0) -> ModelProcess:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.model"],
-            cwd=REPO,
-            env=self.env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        line = self.proc.stdout.readline().strip() if ready else ""
+        argv = [sys.executable, "-m", "bench.model"]
+        self.managed = ManagedProcess("model", argv, env=self.env, cwd=REPO, stdout=subprocess.PIPE, text=True)
+        proc = self.managed.start().proc
+        ready, _, _ = select.select([proc.stdout], [], [], timeout)
+        line = proc.stdout.readline().strip() if ready else ""
         if not line.startswith("http"):
             self.stop()
             raise RuntimeError(f"the model process did not start (got {line!r})")
@@ -169,16 +162,11 @@ class ModelProcess:
         return self
 
     def stop(self) -> None:
-        if self.proc is None:
+        if self.managed is None:
             return
-        if self.proc.stdin:
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        kill_group(self.proc)
-        self.proc = None
+        self.managed.proc.stdin.close()
+        self.managed.stop(timeout=5)
+        self.managed = None
 
 
 class Worker:
@@ -186,8 +174,13 @@ class Worker:
 
     def __init__(self, app: str, name: str, concurrency: int, env: dict[str, str], log_path: Path) -> None:
         self.app, self.name, self.concurrency, self.env, self.log_path = app, name, concurrency, env, log_path
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.managed: ManagedProcess | None = None
         self.started_at = 0.0
+
+    @property
+    def proc(self) -> Any:
+        """The ``Popen`` of the main process (None before start)."""
+        return self.managed.proc if self.managed is not None else None
 
     def start(self, wait: bool = True) -> Worker:
         """Start the worker; by default wait for Celery's ``ready.`` line."""
@@ -198,37 +191,28 @@ class Worker:
             "-n", f"{self.name}@%h",
             "--without-mingle", "--without-gossip",
         ]  # fmt: skip
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                cmd, cwd=REPO, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
+        self.managed = ManagedProcess(f"worker {self.name}", cmd, env=self.env, cwd=REPO, log_path=self.log_path)
+        self.managed.start()
         self.started_at = time.monotonic()
         if wait:
             self.wait_ready()
         return self
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
+        return self.managed.log() if self.managed is not None else ""
 
     def wait_ready(self, timeout: float = 90.0) -> float:
         """Wait for the ``ready.`` line; returns the seconds since :meth:`start`."""
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while " ready." not in self.log():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker {self.name} exited {self.proc.returncode}:\n{self.log()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"worker {self.name} not ready in {timeout} s:\n{self.log()[-3000:]}")
-            time.sleep(0.02)
+        assert self.managed is not None
+        try:
+            self.managed.wait_ready(lambda: " ready." in self.log(), timeout, 0.02)
+        except ProcessFailed as exc:
+            raise RuntimeError(str(exc)) from None
         return time.monotonic() - self.started_at
 
     def pids(self) -> list[int]:
         """The main process and its pool children."""
-        return [self.proc.pid, *children_of(self.proc.pid)] if self.proc else []
+        return [self.proc.pid, *self.managed.children()] if self.managed is not None and self.proc else []
 
     def rss_kib(self) -> int:
         """Resident memory of the main process plus its pool children, in KiB."""
@@ -236,26 +220,19 @@ class Worker:
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM (Celery's warm shutdown), then SIGKILL of the process group."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        kill_group(self.proc)
+        if self.managed is not None:
+            self.managed.stop(timeout=timeout, group=False)
 
     def kill(self) -> None:
         """SIGKILL the main process and its pool children at once (a crash)."""
-        if self.proc is None:
+        if self.managed is None:
             return
         for pid in self.pids():
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        kill_group(self.proc)
+        self.managed.kill()
 
 
 # -- a deployment -----------------------------------------------------------------------

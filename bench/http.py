@@ -18,8 +18,6 @@ check, the workflows created and ``start`` steps queued in Redis. The client sha
 from __future__ import annotations
 
 import argparse
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -27,16 +25,12 @@ import uuid
 
 import httpx
 
+from agent_platform.processes import ManagedProcess, ProcessFailed, free_port
+
 from .common import REPO, Bench, note, percentile, print_header, print_table
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_gunicorn(bench: Bench, port: int, workers: int, threads: int) -> subprocess.Popen[bytes]:
+def start_gunicorn(bench: Bench, port: int, workers: int, threads: int) -> ManagedProcess:
     cmd = [
         sys.executable, "-m", "gunicorn", "web:create_app()",
         "--bind", f"127.0.0.1:{port}",
@@ -45,18 +39,20 @@ def start_gunicorn(bench: Bench, port: int, workers: int, threads: int) -> subpr
         "--threads", str(threads),
         "--log-level", "warning",
     ]  # fmt: skip
-    log = open(bench.dir / "gunicorn.log", "ab")  # noqa: SIM115 - the child keeps it
-    proc = subprocess.Popen(cmd, cwd=REPO, env=bench.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while True:
+    proc = ManagedProcess("gunicorn", cmd, env=bench.env, cwd=REPO, log_path=bench.dir / "gunicorn.log").start()
+
+    def up() -> bool:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
         except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"gunicorn did not start:\n{(bench.dir / 'gunicorn.log').read_text()[-3000:]}")
-        time.sleep(0.1)
+            return False
+
+    try:
+        proc.wait_ready(up, 60)
+    except ProcessFailed as exc:
+        proc.stop()
+        raise RuntimeError(str(exc)) from None
+    return proc
 
 
 def load(base_url: str, clients: int, seconds: float, max_requests: int) -> tuple[list[float], int, float]:
@@ -123,11 +119,7 @@ def main(argv: list[str] | None = None) -> None:
             created = bench.client.zcard("workflow_state:index") - created_before
             queued = bench.client.llen("agent.BenchBot")
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            proc.stop(timeout=15)
     ms = [x * 1000 for x in latencies]
     print(
         f"gunicorn: {args.workers} workers, gthread, {args.threads} threads each; client: {args.clients} threads "

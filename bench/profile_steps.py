@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .checkpoint_growth import Monitor, label
-from .common import Bench, children_of, note, print_header, print_table, run_raw_turn, run_turn
+from .common import Bench, note, print_header, print_table, run_raw_turn, run_turn
 
 RATE = 250  # samples per second
 CATEGORIES = [
@@ -92,7 +92,7 @@ def profile(bench: Bench, app: str, turn: Callable[[int], float], seconds: float
             note("py-spy not found: pip install -e '.[dev,bench]'; skipping the profile")
             return result
         out = bench.dir / f"{app}.profile"
-        pool = children_of(worker.proc.pid)[0]
+        pool = worker.pids()[1]  # the first pool process
         cmd = [spy, "record", "-p", str(pool), "--idle", "--threads", "-r", str(RATE), "-d", str(int(seconds)),
                "--format", "raw", "-o", str(out)]  # fmt: skip
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent_platform.engine.dispatch import LEGACY_TASK_KINDS, TASK_KINDS, StepMessage, task_kind
+from agent_platform.engine.records import current_task_id
 from agent_platform.engine.runner import Verdict, run_step
 
 from .dispatch import task_name
@@ -37,7 +38,11 @@ def _register(app: Any, runtime: Any, kind: str) -> None:
     ) -> str:
         kind = task_kind(kind)  # a message of an earlier version's start/finish task runs as llm
         message = StepMessage(agent, workflow_id, kind, int(step_seq), call_index, int(attempt), tool)
-        report = run_step(runtime, message, worker=self.request.hostname or "")
+        token = current_task_id.set(self.request.id)  # step records name their Celery task
+        try:
+            report = run_step(runtime, message, worker=self.request.hostname or "")
+        finally:
+            current_task_id.reset(token)
         if report.verdict == Verdict.FAILED:
             raise StepFailed(_failure_text(runtime, message))
         return str(report)

@@ -3,15 +3,14 @@ to some queues with ``-Q`` (what a deployment runs for one agent per worker)."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from .workers import REPO, Stack, Worker, apply_env, wait_until
+from agent_platform.processes import ManagedProcess, ProcessFailed
+
+from .workers import REPO, Stack, Worker, apply_env
 
 #: Fast settings for tests: short heartbeats, claims, blocking reads and sweeps.
 FAST_ENV = {
@@ -28,32 +27,32 @@ class BusProcess:
     def __init__(self, env: dict[str, str], log_path: Path, **extra: str | None) -> None:
         self.env = apply_env(env, extra)
         self.log_path = Path(log_path)
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.managed: ManagedProcess | None = None
         self.offset = 0  # where this process's lines start in the log file
+
+    @property
+    def proc(self) -> Any:
+        """The ``Popen`` of the bus process (None before start)."""
+        return self.managed.proc if self.managed is not None else None
 
     def start(self, wait: bool = True) -> BusProcess:
         self.offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with open(self.log_path, "ab") as log_file:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agent_platform.cli", "bus"],
-                cwd=REPO,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        argv = [sys.executable, "-m", "agent_platform.cli", "bus"]
+        self.managed = ManagedProcess("bus", argv, env=self.env, cwd=REPO, log_path=self.log_path).start()
         if wait:
             self.wait_ready()
         return self
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Wait for the bus's ``bus ready`` log line."""
-        wait_until(lambda: "bus ready" in self.log() or not self.alive(), timeout, message="the bus to be ready")
-        assert self.alive(), f"the bus exited with {self.proc and self.proc.returncode}:\n{self.log()[-4000:]}"
+        assert self.managed is not None
+        try:
+            self.managed.wait_ready(lambda: "bus ready" in self.log(), timeout)
+        except ProcessFailed as exc:
+            raise AssertionError(str(exc)) from None
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.managed is not None and self.managed.alive()
 
     def log(self) -> str:
         """What this process wrote to its log file."""
@@ -68,43 +67,13 @@ class BusProcess:
 
     def stop(self) -> None:
         """SIGTERM (the bus stops between two reads), then SIGKILL of its group."""
-        if self.proc is None:
-            return
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.proc.wait(timeout=10)
+        if self.managed is not None:
+            self.managed.stop(timeout=10, group=False)
 
 
 def start_queue_worker(stack: Stack, name: str, queues: list[str], **env: str | None) -> Worker:
     """Start a worker consuming only ``queues`` (``-Q``) and wait until it is ready."""
-    log_path = stack.log_dir / f"{name}.log"
-    log_file = open(log_path, "ab")  # noqa: SIM115 - closed by stack.stop()
-    cmd = [
-        sys.executable, "-m", "celery", "-A", "tasks", "worker",
-        "--loglevel", "INFO", "-c", "2", "-n", f"{name}@%h",
-        "--without-mingle", "--without-gossip", "-Q", ",".join(queues),
-    ]  # fmt: skip
-    proc = subprocess.Popen(
-        cmd,
-        cwd=REPO,
-        env=apply_env(stack.env, env),
-        stdin=subprocess.DEVNULL,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    worker = Worker(name, proc, log_path, log_file)
-    stack.workers.append(worker)
-    stack.wait_ready(worker)
-    return worker
+    return stack.start_worker(name, concurrency=2, queues=queues, **env)
 
 
 def dump(label: str, text: Any) -> None:

@@ -256,8 +256,8 @@ class Platform:
         self._runtime = None
 
 
-def create_web_app() -> Any:
-    """``web.create_app()`` from the current environment (imported late: web is optional).
+def create_web_app(test_config: dict[str, Any] | None = None) -> Any:
+    """``web.create_app(test_config)`` from the current environment (imported late: web is optional).
 
     Works around a bug of tasks/steps.py and tasks/callbacks.py: they register their
     tasks with Celery's default ``shared=True``, so every later Celery app in the same
@@ -267,7 +267,7 @@ def create_web_app() -> Any:
     """
     import web
 
-    app = web.create_app()
+    app = web.create_app(test_config)
     with warnings.catch_warnings():
         if DuplicateTaskNameWarning is not None:
             warnings.simplefilter("ignore", DuplicateTaskNameWarning)

@@ -8,18 +8,17 @@ import os
 import re
 import shlex
 import signal
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
 import httpx
+import psutil
 import redis
 
 from agent_platform.embedded_redis import find_redis_server
-from agent_platform.processes import descendants as descendants
-from agent_platform.processes import free_port, proc_table, tail
+from agent_platform.processes import ManagedProcess, ProcessFailed, free_port
 
 from .helpers import PLATFORM_VARS
 from .workers import REPO, wait_until
@@ -111,66 +110,29 @@ def process_env(changes: dict[str, str]) -> dict[str, str]:
     return env
 
 
-class Proc:
-    """A subprocess in its own session, its output in a log file."""
+class Proc(ManagedProcess):
+    """A command in its own session, its output in a log file; started at once."""
 
     def __init__(self, argv: list[str], env: dict[str, str], log_path: Path, cwd: Path = REPO) -> None:
-        self.log_path = log_path
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
+        super().__init__(Path(argv[0]).name, argv, env=env, cwd=cwd, log_path=log_path)
+        self.start()
 
     def wait_for(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
         """Wait until ``pattern`` (a regex) is in the output; fail early if the process ends."""
-
-        def search() -> re.Match[str] | None:
-            found = re.search(pattern, self.log())
-            if found is None and not self.alive():
-                raise AssertionError(f"process exited with {self.proc.returncode}:\n{tail(self.log_path, 60)}")
-            return found
-
-        return wait_until(search, timeout, 0.1, f"{pattern!r} in {self.log_path.name}")
+        try:
+            return self.wait_ready(lambda: re.search(pattern, self.log()), timeout)  # type: ignore[no-any-return]
+        except ProcessFailed as exc:
+            raise AssertionError(f"{exc} (waiting for {pattern!r})") from None
 
     def terminate(self, timeout: float = 30.0) -> int | None:
         """SIGTERM the process only (not its group) and wait; returns its exit code."""
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        return self.proc.poll()
+        self.send_signal(signal.SIGTERM)
+        self.wait(timeout)
+        return self.returncode
 
-    def stop(self) -> None:
-        """SIGTERM the whole group, then SIGKILL what is left; close the log."""
-        if self.alive():
-            try:
-                os.killpg(self.pid, signal.SIGTERM)
-                self.proc.wait(30)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            pass
-        if not self._log.closed:
-            self._log.close()
+    def stop(self, timeout: float = 30.0, sig: int = signal.SIGTERM, group: bool = True) -> int | None:
+        """SIGTERM the whole group, then SIGKILL what is left."""
+        return super().stop(timeout=timeout, sig=sig, group=group)
 
 
 def shell_procfile_line(process_type: str, env: dict[str, str], log_path: Path) -> Proc:
@@ -196,8 +158,24 @@ def wait_http(url: str, timeout: float = 60.0, auth: Any = None, status: int = 2
 
 
 def process_groups() -> dict[int, int]:
-    """pid -> process group id of every live (non-zombie) process."""
-    return {pid: pgrp for pid, state, _, pgrp in proc_table() if state != "Z"}
+    """pid -> process group id of every live (non-zombie) process (psutil)."""
+    groups = {}
+    for proc in psutil.process_iter(["status"]):
+        if proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        try:
+            groups[proc.pid] = os.getpgid(proc.pid)
+        except ProcessLookupError:
+            pass
+    return groups
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (psutil; empty when it is gone)."""
+    try:
+        return {child.pid for child in psutil.Process(pid).children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return set()
 
 
 # -- a Redis with a password ------------------------------------------------------------

@@ -21,7 +21,7 @@ from agent_platform.testing import ScriptedModel, text, tool_call
 
 from .agents_failures import tool_events
 from .helpers import Api, Platform, chain_problems
-from .workers import Worker, children_of, wait_until
+from .workers import Worker, wait_until
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
@@ -66,10 +66,10 @@ def _kill(platform: Platform, rng: random.Random, client: redis.Redis) -> str:
     alive = [w for w in platform.stack.workers if w.alive()]
     busy = _busy_pids(client)
     deadline = time.monotonic() + 3
-    while not busy & {p for w in alive for p in children_of(w.pid)} and time.monotonic() < deadline:
+    while not busy & {p for w in alive for p in w.pool_pids()} and time.monotonic() < deadline:
         time.sleep(0.05)
         busy = _busy_pids(client)
-    owners: dict[int, Worker] = {p: w for w in alive for p in children_of(w.pid)}
+    owners: dict[int, Worker] = {p: w for w in alive for p in w.pool_pids()}
     candidates = sorted(busy & set(owners)) or sorted(owners)
     victim_pid = rng.choice(candidates)
     worker = owners[victim_pid]

@@ -87,6 +87,7 @@ def test_run_prints_each_step_live_then_the_answer_and_exits_0(
     assert "SkyHighAir" in out[2] and "GlobalWings" in out[2]
     assert out[5:] == ["status: COMPLETED", f"answer: {ANSWER}"]
     wf = re.search(r"workflow (\S+) started \(agent TravelBuddy\)", err).group(1)  # type: ignore[union-attr]
+    assert re.search(rf"^run page: http://localhost:\d+/ui/workflows/{wf}$", err, re.M), err  # issue 12
 
     status = _cli("status", wf)
     assert status.returncode == 0, status.stderr

@@ -3,87 +3,28 @@ mid-turn and starting it again resumes the turn; nothing is left running after i
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
+import re
 import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from agent_platform.processes import descendants, free_port
 from agent_platform.testing import ScriptedModel, text, tool_call
 
-from .workers import REPO, wait_until
-
-TERMINAL = ("COMPLETED", "FAILED", "TERMINATED")
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2] != "Z"
-
-
-def dev_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("OPENAI_", "AGENT_PLATFORM_", "REDIS_URL", "AGENT_APP"))
-    }
-    env.update(PYTHONPATH=str(REPO), AGENT_PLATFORM_DATA_DIR=str(tmp_path / "data"), **extra)
-    return env
-
-
-def start_dev(app: str, port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    handle = log.open("ab")
-    try:
-        return subprocess.Popen(
-            [sys.executable, "-m", "agent_platform.cli", "dev", app, "--port", str(port)],
-            cwd=REPO,
-            env=env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    finally:
-        handle.close()
-
-
-def wait_web(base: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 90) -> None:
-    def up() -> bool:
-        assert proc.poll() is None, f"dev mode exited:\n{log.read_text()[-4000:]}"
-        if "ready: curl" not in log.read_text():
-            return False
-        try:
-            return httpx.get(f"{base}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(up, timeout, interval=0.2, message="dev mode to be ready")
-
-
-def stop_dev(proc: subprocess.Popen[bytes], timeout: float = 40) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def wait_final(http: httpx.Client, wf: str, timeout: float) -> dict:
-    return wait_until(
-        lambda: (s := http.get(f"/workflows/{wf}").json())["runtime_status"] in TERMINAL and s,
-        timeout,
-        interval=0.2,
-        message=f"workflow {wf} to end",
-    )
+from .dev_helpers import (
+    assert_all_gone,
+    base_url,
+    dev_env,
+    family,
+    kill_all,
+    sigterm_and_wait,
+    start_dev,
+    start_program,
+    wait_final,
+    wait_web,
+)
+from .workers import wait_until
 
 
 def test_sigterm_mid_turn_then_restart_resumes_and_leaves_nothing_behind(tmp_path: Path) -> None:
@@ -97,7 +38,6 @@ def test_sigterm_mid_turn_then_restart_resumes_and_leaves_nothing_behind(tmp_pat
             text("Porto found."),
         ]
     ).start()
-    port = free_port()
     env = dev_env(
         tmp_path,
         OPENAI_BASE_URL=model.base_url,
@@ -107,28 +47,29 @@ def test_sigterm_mid_turn_then_restart_resumes_and_leaves_nothing_behind(tmp_pat
         AGENT_PLATFORM_SWEEP_INTERVAL="0.5",
     )
     log = tmp_path / "dev.log"
-    base = f"http://127.0.0.1:{port}"
-    proc = start_dev("tests.agents_dev:sleepy", port, env, log)
+    proc = start_dev("tests.agents_dev:sleepy", env, log)
+    seen: set[int] = set()
     try:
-        wait_web(base, proc, log)
-        with httpx.Client(base_url=base, timeout=10) as http:
+        wait_web(proc, env)
+        assert "(embedded, data in" in log.read_text()  # the components' Redis did not answer
+        with httpx.Client(base_url=base_url(env), timeout=10) as http:
             first = http.post("/start-workflow", json={"task": "Tell me about Lisbon", "session_id": "trip"}).json()
-            assert wait_final(http, first["workflow_instance_id"], 30)["runtime_status"] == "COMPLETED"
+            assert wait_final(http, f"/workflows/{first['workflow_instance_id']}", 30)["runtime_status"] == "COMPLETED"
             wf = http.post("/start-workflow", json={"task": "Look up Porto", "session_id": "trip"}).json()[
                 "workflow_instance_id"
             ]
             wait_until(marker.exists, 30, message="the slow tool to start")
-        family = {proc.pid, *descendants(proc.pid)}
-        assert len(family) >= 4, family  # dev, redis, worker (+pool), web (+workers)
-        stop_dev(proc)
-        wait_until(lambda: not any(alive(p) for p in family), 15, message="every dev-mode process to exit")
+        seen = family(proc)
+        assert len(seen) >= 4, seen  # dev, redis, worker (+pool), web (+workers)
+        assert sigterm_and_wait(proc) == 0, log.read_text()[-3000:]
+        assert_all_gone(seen)
         steps_before = [s["kind"] for s in _read_steps_offline(tmp_path, wf)]
         assert "tool" not in steps_before  # stopped mid-tool: the tool never checkpointed
 
-        proc = start_dev("tests.agents_dev:sleepy", port, {**env, "DEV_TEST_TOOL_SECONDS": "0.2"}, log)
-        wait_web(base, proc, log)
-        with httpx.Client(base_url=base, timeout=10) as http:
-            status = wait_final(http, wf, 60)
+        proc = start_dev("tests.agents_dev:sleepy", {**env, "DEV_TEST_TOOL_SECONDS": "0.2"}, tmp_path / "dev2.log")
+        wait_web(proc, env)
+        with httpx.Client(base_url=base_url(env), timeout=10) as http:
+            status = wait_final(http, f"/workflows/{wf}", 60)
             assert status["runtime_status"] == "COMPLETED", status
             assert status["output"] == "Porto found."
             kinds = [s["kind"] for s in http.get(f"/workflows/{wf}/steps").json()["steps"]]
@@ -137,13 +78,12 @@ def test_sigterm_mid_turn_then_restart_resumes_and_leaves_nothing_behind(tmp_pat
         last = model.requests[-1]["messages"]
         assert any(m.get("content") == "Lisbon is lovely." for m in last), last
         assert model.calls == 3  # the first model call of turn 2 was not made again
-        family = {proc.pid, *descendants(proc.pid)}
-        stop_dev(proc)
-        wait_until(lambda: not any(alive(p) for p in family), 15, message="every dev-mode process to exit")
+        seen = family(proc)
+        assert sigterm_and_wait(proc) == 0
+        assert_all_gone(seen)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        proc.kill()
+        kill_all(seen)
         model.stop()
 
 
@@ -161,28 +101,45 @@ def _read_steps_offline(tmp_path: Path, wf: str) -> list[dict]:
             client.close()
 
 
+HTML_ENTITY = re.compile(r"&(#[0-9]+|#x[0-9a-fA-F]+|quot|amp|lt|gt|apos);")
+
+
 @pytest.mark.local_model
-def test_paris_turn_on_the_local_model(tmp_path: Path) -> None:
-    """The demo's turn on the real embedded model: a search_flights tool step, COMPLETED."""
+def test_the_demo_on_the_local_model_prints_plain_text(tmp_path: Path) -> None:
+    """``python -m agent_platform.demo`` on the real embedded model: a search_flights tool
+    step, COMPLETED, exit 0, no process left, and no HTML entity anywhere in what it
+    prints (llama-cpp-python's chatml-function-calling template HTML-escaped the prompt,
+    and the model echoed ``&#34;``; the embedded server now renders it as plain text)."""
     pytest.importorskip("llama_cpp", reason="needs the [local] extra (llama-cpp-python)")
-    port = free_port()
-    log = tmp_path / "dev.log"
-    base = f"http://127.0.0.1:{port}"
-    proc = start_dev("examples.travel_planner:travel_planner", port, dev_env(tmp_path), log)
+    env = dev_env(tmp_path)  # components name a closed port: the demo embeds its Redis
+    proc = start_program([sys.executable, "-m", "agent_platform.demo"], env, tmp_path / "demo.log")
+    seen: set[int] = set()
     try:
-        wait_web(base, proc, log, timeout=180)
-        with httpx.Client(base_url=base, timeout=10) as http:
-            wf = http.post("/start-workflow", json={"task": "I want to find flights to Paris"}).json()[
-                "workflow_instance_id"
-            ]
-            status = wait_final(http, wf, 240)
-            steps = http.get(f"/workflows/{wf}/steps").json()["steps"]
-        assert status["runtime_status"] == "COMPLETED", status
-        tools = [s for s in steps if s["kind"] == "tool"]
-        assert tools and tools[0]["data"]["name"] == "search_flights", steps
-        assert [f["airline"] for f in tools[0]["data"]["result"]] == ["SkyHighAir", "GlobalWings"]
-        assert status["output"], status
+        wait_until(lambda: "POST /start-workflow" in proc.log() or not proc.alive(), 240, message="the demo's turn")
+        seen = family(proc)
+        assert proc.wait(300) == 0, proc.log()[-4000:]
+        output = proc.log()
+        assert "status: COMPLETED" in output, output[-4000:]
+        assert re.search(r"\] tool +ok .*search_flights\(.*SkyHighAir.*GlobalWings", output), output[-4000:]
+        assert "answer: " in output and not HTML_ENTITY.search(output), output[-4000:]
+        assert_all_gone(seen)
     finally:
-        family = {proc.pid, *descendants(proc.pid)}
-        stop_dev(proc)
-        wait_until(lambda: not any(alive(p) for p in family), 15, message="every dev-mode process to exit")
+        proc.kill()
+        kill_all(seen)
+
+
+def test_the_embedded_servers_chat_template_renders_plain_text() -> None:
+    """The patch the embedded model server runs with: llama-cpp-python's handler asks
+    Jinja for ``select_autoescape(["html", "xml"])`` (on for a template from a string);
+    the environment it gets renders quotes and brackets as they are."""
+    from jinja2 import select_autoescape
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    from agent_platform.local_model import plain_text_environment
+
+    template = "{{ message.content }} {{ args | tojson }}"
+    values = {"message": {"content": '[{"airline": "SkyHighAir"}] <ok> & more'}, "args": {"city": "Paris"}}
+    escaping = ImmutableSandboxedEnvironment(autoescape=select_autoescape(["html", "xml"]))
+    assert "&#34;" in escaping.from_string(template).render(**values)  # what the handler did
+    plain = plain_text_environment(ImmutableSandboxedEnvironment)(autoescape=select_autoescape(["html", "xml"]))
+    assert plain.from_string(template).render(**values) == ('[{"airline": "SkyHighAir"}] <ok> & more {"city": "Paris"}')

@@ -362,18 +362,28 @@ def test_lua_scripts_name_only_known_statuses_and_ship_as_package_data() -> None
             assert re.search(r"^-- KEYS\[1\]", text, re.M), path.name
 
 
+#: The launchers (DESIGN section 2): the dev-mode ``start()`` and the CLI may import them
+#: lazily, inside a function, from modules they import themselves.
+LAUNCHERS = {"agent_platform.cli", "agent_platform.devmode", "agent_platform.dev_service", "agent_platform.demo"}
+
+
 def _imports(path: Path, package: str, modules: set[str]) -> set[str]:
     """Modules of agent_platform that a module imports, at its top or inside a function
-    (not under TYPE_CHECKING); ``from pkg import sub`` counts as importing ``pkg.sub`` only."""
+    (a lazy import counts too, except of a launcher; not under TYPE_CHECKING); ``from pkg
+    import sub`` counts as importing ``pkg.sub`` only."""
     tree = ast.parse(path.read_text())
-    found: set[str] = set()
     skip: set[int] = set()
+    lazy: set[int] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             skip.update(id(n) for n in ast.walk(node))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            lazy.update(id(n) for n in ast.walk(node))
+    found: set[str] = set()
     for node in ast.walk(tree):
         if id(node) in skip:
             continue
+        targets: set[str] = set()
         if isinstance(node, ast.ImportFrom):
             base = package.split(".")
             if node.level:
@@ -382,9 +392,12 @@ def _imports(path: Path, package: str, modules: set[str]) -> set[str]:
             else:
                 module = node.module or ""
             for alias in node.names:
-                found.add(f"{module}.{alias.name}" if f"{module}.{alias.name}" in modules else module)
+                targets.add(f"{module}.{alias.name}" if f"{module}.{alias.name}" in modules else module)
         elif isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
+            targets.update(alias.name for alias in node.names)
+        if id(node) in lazy:
+            targets -= LAUNCHERS
+        found.update(targets)
     return {m for m in found if m.startswith("agent_platform")}
 
 

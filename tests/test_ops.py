@@ -182,13 +182,15 @@ def guarded(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> Iterator[Web
 
 def _sample_url(rule: Any) -> str:
     values = {name: f"x-{name}" for name in rule.arguments}
-    return "/" + "/".join(
+    path = "/".join(
         values.get(part.strip("<>").split(":")[-1], part) for part in rule.rule.strip("/").split("/") if part
     )
+    return f"/{path}/" if path and rule.rule.endswith("/") else f"/{path}"
 
 
 def test_token_guards_every_route_but_health(guarded: WebServer, api: Api, model: ScriptedModel) -> None:
-    rules = [r for r in guarded.app.url_map.iter_rules() if r.endpoint != "static"]
+    # Static files and the inspector's sign-in form are the door, not what it guards.
+    rules = [r for r in guarded.app.url_map.iter_rules() if r.endpoint not in ("static", "ui.static", "ui.sign_in")]
     assert {r.rule for r in rules} >= {"/start-workflow", "/workflows/<workflow_id>/events", "/ready", "/health"}
 
     with httpx.Client(base_url=guarded.base_url, timeout=15) as http:
@@ -201,6 +203,9 @@ def test_token_guards_every_route_but_health(guarded: WebServer, api: Api, model
                     assert response.status_code == 200, response.text
                     continue
                 assert response.status_code == 401, (method, url, headers, response.text)
+                if rule.endpoint.startswith("ui."):  # an inspector page: its sign-in form (issue 12)
+                    assert "Sign in" in response.text and "www-authenticate" in response.headers
+                    continue
                 assert response.json()["error"]["code"] == "unauthorized"
                 assert response.headers["www-authenticate"].startswith("Bearer")
                 assert TOKEN not in response.text

@@ -11,7 +11,6 @@ import itertools
 import os
 import re
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -19,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent_platform.processes import children_of, kill_group
+from agent_platform.processes import ManagedProcess, ProcessFailed
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -54,14 +53,18 @@ def apply_env(base: dict[str, str], changes: dict[str, str | None]) -> dict[str,
 
 
 class Worker:
-    """One ``celery -A tasks worker`` process (its own session / process group)."""
+    """One ``celery -A tasks worker`` process (a :class:`ManagedProcess`: its own session)."""
 
-    def __init__(self, name: str, proc: subprocess.Popen[bytes], log_path: Path, log_file: Any) -> None:
+    def __init__(self, name: str, managed: ManagedProcess) -> None:
         self.name = name
-        self.proc = proc
-        self.log_path = log_path
-        self._log_file = log_file
+        self.managed = managed
+        self.log_path = managed.log_path
         self.mark = 0  # log offset at the start of the current test
+
+    @property
+    def proc(self) -> Any:
+        """The ``Popen`` of the main process."""
+        return self.managed.proc
 
     @property
     def pid(self) -> int:
@@ -73,7 +76,7 @@ class Worker:
         return f"{self.name}@{os.uname().nodename}"
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return self.managed.alive()
 
     def log(self, since_mark: bool = False) -> str:
         try:
@@ -83,12 +86,8 @@ class Worker:
         return data[self.mark if since_mark else 0 :].decode(errors="replace")
 
     def pool_pids(self) -> list[int]:
-        """The pool processes (children of the main process), from /proc."""
-        return children_of(self.pid)
-
-    def close_log(self) -> None:
-        if not self._log_file.closed:
-            self._log_file.close()
+        """The pool processes (children of the main process), from psutil."""
+        return self.managed.children()
 
 
 class Stack:
@@ -123,29 +122,27 @@ class Stack:
 
     # -- life cycle ---------------------------------------------------------------------
     def start_worker(
-        self, name: str | None = None, concurrency: int | None = None, wait: bool = True, **env: str | None
+        self,
+        name: str | None = None,
+        concurrency: int | None = None,
+        wait: bool = True,
+        queues: list[str] | None = None,
+        **env: str | None,
     ) -> Worker:
-        """Start one worker (``-n <name>@%h``) and, by default, wait until it is ready."""
+        """Start one worker (``-n <name>@%h``, ``-Q`` when ``queues``) and, by default,
+        wait until it is ready."""
         name = name or f"w{next(_names)}"
-        log_path = self.log_dir / f"{name}.log"
-        log_file = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         cmd = [
             sys.executable, "-m", "celery", "-A", "tasks", "worker",
             "--loglevel", "INFO",
             "-c", str(concurrency or self.concurrency),
             "-n", f"{name}@%h",
             "--without-mingle", "--without-gossip",
+            *(["-Q", ",".join(queues)] if queues else []),
         ]  # fmt: skip
-        proc = subprocess.Popen(
-            cmd,
-            cwd=REPO,
-            env=apply_env(self.env, env),
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        worker = Worker(name, proc, log_path, log_file)
+        managed = ManagedProcess(f"worker {name}", cmd, env=apply_env(self.env, env), cwd=REPO,
+                                 log_path=self.log_dir / f"{name}.log")  # fmt: skip
+        worker = Worker(name, managed.start())
         self.workers.append(worker)
         if wait:
             self.wait_ready(worker)
@@ -160,15 +157,10 @@ class Stack:
 
     def wait_ready(self, worker: Worker, timeout: float = 60.0) -> None:
         """Wait until the worker answers ``app.control.ping`` (its consumer runs)."""
-        deadline = time.monotonic() + timeout
-        while not self._pong(worker):
-            if not worker.alive():
-                raise AssertionError(
-                    f"worker {worker.name} exited with {worker.proc.returncode}:\n{worker.log()[-4000:]}"
-                )
-            if time.monotonic() > deadline:
-                raise AssertionError(f"worker {worker.name} not ready within {timeout} s:\n{worker.log()[-4000:]}")
-            time.sleep(0.05)
+        try:
+            worker.managed.wait_ready(lambda: self._pong(worker), timeout, 0.05)
+        except ProcessFailed as exc:
+            raise AssertionError(str(exc)) from None
 
     def _pong(self, worker: Worker) -> bool:
         try:
@@ -181,14 +173,7 @@ class Stack:
 
     def stop_worker(self, worker: Worker, timeout: float = 15.0) -> None:
         """SIGTERM (Celery's warm shutdown), then SIGKILL of its process group after ``timeout``."""
-        if worker.alive():
-            worker.proc.send_signal(signal.SIGTERM)
-            try:
-                worker.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        kill_group(worker.proc)
-        worker.close_log()
+        worker.managed.stop(timeout=timeout, group=False)
 
     def kill_worker(self, worker: Worker) -> None:
         """SIGKILL the worker's main process and its pool children at once (a crash)."""
@@ -198,7 +183,7 @@ class Stack:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        kill_group(worker.proc)
+        worker.managed.kill()
 
     def kill_pool(self, worker: Worker) -> list[int]:
         """SIGKILL only the pool children (the main process stays and replaces them)."""

@@ -14,6 +14,7 @@ from agent_platform.runtime import Runtime
 from agent_platform.settings import Settings
 
 from .errors import error_response, install_error_handlers
+from .json_provider import StrictJSONProvider
 
 __all__ = ["create_app"]
 
@@ -56,6 +57,7 @@ def create_app(test_config: dict[str, Any] | None = None, runtime: Runtime | Non
         validation_error_status=422,
         validation_error_callback=_validation_error,
     )
+    app.json = StrictJSONProvider(app)  # NaN and infinities as null: strict JSON only
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.config.update(test_config)
     app.extensions["agent_platform"] = runtime
@@ -63,8 +65,10 @@ def create_app(test_config: dict[str, Any] | None = None, runtime: Runtime | Non
 
     @app.before_request
     def _guard() -> Any:
+        if ui.owns_request():
+            return None  # the inspector's pages check their own sign-in cookie and CSRF token
         token = settings.api_token
-        if token and request.path != "/health":
+        if token and request.path != "/health" and not ui.signed_in(token):
             scheme, _, given = request.headers.get("Authorization", "").partition(" ")
             # The scheme is case-insensitive (RFC 7235); the token is compared in constant time.
             if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
@@ -86,10 +90,13 @@ def create_app(test_config: dict[str, Any] | None = None, runtime: Runtime | Non
         """The OpenAPI 3 document of this API."""
         return app.api_doc
 
-    from . import events, routes, system
+    from . import agent_runner_routes, dapr, events, routes, system, ui
 
     app.register_api(routes.api)
     app.register_api(system.api)
     app.register_api(events.api)
+    app.register_api(dapr.api)
+    app.register_api(agent_runner_routes.api)
+    ui.register(app, settings)
     install_error_handlers(app)
     return app

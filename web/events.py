@@ -17,7 +17,6 @@ lifetime (a blocking ``XREAD`` must not share a connection; it goes back at the 
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -30,6 +29,8 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field
 
 from agent_platform.errors import ValidationError, WorkflowNotFound
+from agent_platform.follow import follow_steps
+from agent_platform.jsontext import dumps
 from agent_platform.status import public_status
 from agent_platform.store.workflows import WorkflowStore
 
@@ -92,36 +93,27 @@ def sse(data: Any, event: str | None = None, event_id: int | None = None) -> str
     """One Server-Sent Event: optional ``id:`` and ``event:`` lines, a ``data:`` line of JSON."""
     head = "" if event_id is None else f"id: {event_id}\n"
     head += "" if event is None else f"event: {event}\n"
-    return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n"
+    return f"{head}data: {dumps(data, separators=(',', ':'))}\n\n"
 
 
 def _events(shared: WorkflowStore, workflow_id: str, after: int) -> Iterator[str]:
     yield ": connected\n\n"  # sends the headers now: the client knows it is following
     client = None
-    last, quiet_since = after, time.monotonic()
+    quiet_since = time.monotonic()
     try:
         # One connection from the shared pool for the whole stream (redis-py's
         # single_connection_client), handed back when the stream ends or the client leaves.
         client = redis.Redis(connection_pool=shared.client.connection_pool, single_connection_client=True)
         store = WorkflowStore(client, "", shared.base)
-        while True:
-            records = store.steps(workflow_id, after=last)
-            if not records:
-                # The final status and the last record are written by one atomic
-                # checkpoint: once the status is final, every record is readable.
-                state = store.state(workflow_id)
-                if state.finished and not store.steps(workflow_id, after=last, count=1):
-                    yield sse(public_status(state), "status")
-                    return
-                records = store.wait_steps(workflow_id, last, BLOCK_MS)
-            for record in records:
-                last = record["seq"]
-                yield sse(record, "step", last)
-            if records:
+        for record in follow_steps(store, workflow_id, after, block_ms=BLOCK_MS, idle=True):
+            if record is not None:
                 quiet_since = time.monotonic()
+                yield sse(record, "step", record["seq"])
             elif time.monotonic() - quiet_since >= KEEPALIVE_SECONDS:
                 quiet_since = time.monotonic()
                 yield ": keep-alive\n\n"
+        # follow_steps ends once the status is final and every record was sent.
+        yield sse(public_status(store.state(workflow_id)), "status")
     except WorkflowNotFound:
         yield _stream_error("workflow_not_found", f"workflow {workflow_id!r} was purged")
     except redis.RedisError as exc:

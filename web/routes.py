@@ -9,11 +9,10 @@ from flask_openapi3 import APIBlueprint, Tag
 
 from agent_platform.engine import control
 from agent_platform.errors import AgentNotFound, ValidationError
-from agent_platform.status import dapr_status, public_status
+from agent_platform.status import public_status
 from agent_platform.store import queries
 
 from .schemas import (
-    DaprPath,
     ErrorResponse,
     EventPath,
     ListQuery,
@@ -33,7 +32,12 @@ def runtime() -> Any:
     return current_app.extensions["agent_platform"]
 
 
-def _choose_agent(name: str | None) -> str:
+def choose_agent(name: str | None) -> str:
+    """The agent a start names, or the only one served.
+
+    Raises:
+        AgentNotFound, ValidationError (several agents and none named).
+    """
     agents = runtime().agents
     if name:
         if name not in agents:
@@ -44,14 +48,24 @@ def _choose_agent(name: str | None) -> str:
     return next(iter(agents))
 
 
-@api.post("/start-workflow", responses={202: StartWorkflowResponse})
-def start_workflow(body: StartWorkflowRequest) -> Any:
-    """Start one conversation turn; 202 with its id. Honours an ``Idempotency-Key`` header."""
+def idempotency_key() -> str | None:
+    """The request's ``Idempotency-Key`` header (1-255 characters) or None.
+
+    Raises:
+        ValidationError: the header is empty or too long.
+    """
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (1 <= len(key) <= 255):
         raise ValidationError("Idempotency-Key must be 1-255 characters")
+    return key
+
+
+@api.post("/start-workflow", responses={202: StartWorkflowResponse})
+def start_workflow(body: StartWorkflowRequest) -> Any:
+    """Start one conversation turn; 202 with its id. Honours an ``Idempotency-Key`` header."""
+    key = idempotency_key()
     wf_id, created = runtime().start_workflow(
-        _choose_agent(body.agent),
+        choose_agent(body.agent),
         body.task,
         session_id=body.session_id,
         metadata=body.metadata,
@@ -59,7 +73,8 @@ def start_workflow(body: StartWorkflowRequest) -> Any:
         idempotency_key=key,
     )
     status_url = url_for("workflows.get_workflow", workflow_id=wf_id, _external=True)
-    reply = {"workflow_instance_id": wf_id, "status_url": status_url}
+    # Dapr Agents' legacy agent service answers {message, workflow_instance_id}.
+    reply = {"message": "Workflow initiated successfully.", "workflow_instance_id": wf_id, "status_url": status_url}
     return reply, 202, {"Location": status_url, **({} if created else {"Idempotent-Replayed": "true"})}
 
 
@@ -120,9 +135,3 @@ def purge_workflow(path: WorkflowPath) -> Any:
     """Purge a finished workflow's keys; 409 while it runs."""
     control.purge(runtime(), path.workflow_id)
     return "", 204
-
-
-@api.get("/v1.0/workflows/<component>/<workflow_id>")
-def dapr_workflow(path: DaprPath) -> Any:
-    """The status in the Dapr sidecar's shape (``instanceID``, ``runtimeStatus``, ...)."""
-    return dapr_status(runtime().find_store(path.workflow_id).state(path.workflow_id))

@@ -26,8 +26,9 @@ class StartWorkflowRequest(BaseModel):
 
 
 class StartWorkflowResponse(BaseModel):
-    """202 reply of ``POST /start-workflow``."""
+    """202 reply of ``POST /start-workflow`` (Dapr Agents' fields plus ``status_url``)."""
 
+    message: str = "Workflow initiated successfully."
     workflow_instance_id: str
     status_url: str
 

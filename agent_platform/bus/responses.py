@@ -2,7 +2,7 @@
 
 A workflow started by a :class:`~agent_platform.bus.messages.TriggerAction` carries
 ``metadata.reply_to = {agent, workflow_id, event}``. When it reaches a final status
-(COMPLETED, FAILED or TERMINATED: a finish hook of :func:`engine.runner.finish_workflow`),
+(COMPLETED, FAILED or TERMINATED: a finish hook of :func:`engine.lifecycle.finish_workflow`),
 an :class:`~agent_platform.bus.messages.AgentTaskResponse` goes to the caller's topic. The
 hook runs at most once per workflow (a ``SET NX`` marker, like the callback's), and the
 message id is derived from the workflow id, so a duplicate is dropped by the receiver.

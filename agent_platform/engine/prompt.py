@@ -10,28 +10,29 @@ records before it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
 from ..agent import AssistantAgent
+from ..jsontext import dumps
 from ..llm.reply import AssistantReply
 
 MESSAGE_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id")
 
 
 def tool_message(call_id: str, content: Any) -> dict[str, Any]:
-    """The ``tool`` role message answering ``call_id`` (content as text)."""
-    text = content if isinstance(content, str) else json.dumps(content)
+    """The ``tool`` role message answering ``call_id`` (content as strict JSON text)."""
+    text = content if isinstance(content, str) else dumps(content)
     return {"role": "tool", "tool_call_id": call_id, "content": text}
 
 
 def tool_result_text(data: dict[str, Any]) -> str:
-    """What the model reads for a tool step: the JSON result, or ``Error: ...``."""
+    """What the model reads for a tool step: the result as strict JSON text (NaN and
+    infinities as null, :mod:`agent_platform.jsontext`), or ``Error: ...``."""
     if "error" in data:
         return f"Error: {data['error']}"
     result = data.get("result")
-    return result if isinstance(result, str) else json.dumps(result)
+    return result if isinstance(result, str) else dumps(result)
 
 
 def fold(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import time
+from contextvars import ContextVar
 from typing import Any
 
 from ..store.workflows import now_iso
+
+#: The Celery task id of the step running in this context (set by ``tasks/steps.py``);
+#: records made meanwhile carry it as ``task_id``, so Flower's view of a step can be found.
+current_task_id: ContextVar[str | None] = ContextVar("current_task_id", default=None)
 
 
 class StepClock:
@@ -34,4 +39,5 @@ class StepClock:
             "duration_ms": round((time.perf_counter() - self._t0) * 1000, 3),
             "worker": worker,
             "data": data,
+            **({"task_id": task_id} if (task_id := current_task_id.get()) else {}),
         }

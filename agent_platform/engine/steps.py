@@ -92,7 +92,7 @@ def run_llm(ctx: StepContext) -> Outcome:
     data = reply.to_dict()
     turn = (*unfolded, reply.to_message())  # appended to the turn's messages by the checkpoint
     if reply.tool_calls and not last:
-        calls = tuple(ToolCallSpec(i, c.id, c.name, c.arguments) for i, c in enumerate(reply.tool_calls))
+        calls = tuple(ToolCallSpec.of(i, c) for i, c in enumerate(reply.tool_calls))
         return Advance(
             ctx.record("ok", data),
             NextStep("tool", calls),
@@ -102,9 +102,12 @@ def run_llm(ctx: StepContext) -> Outcome:
         )
     if reply.tool_calls:
         data["ignored_tool_calls"] = "the turn's last model call may not call tools (max_iterations or max_tool_rounds)"
-    stop_reason = (
-        "max_iterations" if (last_by_iterations and (tools or reply.tool_calls)) else (reply.finish_reason or "stop")
-    )
+    if last_by_iterations and (tools or reply.tool_calls):
+        stop_reason = "max_iterations"
+    elif reply.empty:  # a reply of nothing ends the turn: the same request would get it again
+        stop_reason = "empty_reply"
+    else:
+        stop_reason = reply.finish_reason or "stop"
     record = ctx.record("ok", data)
     return complete(ctx, record, reply.content, stop_reason, usage, turn)
 
@@ -139,8 +142,17 @@ def unique_call_ids(reply: AssistantReply, used: set[str], step_seq: int) -> Ass
     for index, call in enumerate(reply.tool_calls):
         call_id = call.id if call.id and call.id not in used else f"{call.id or 'call'}.{step_seq}.{index}"
         used.add(call_id)
-        calls.append(ToolCall(call_id, call.name, call.arguments))
+        calls.append(dataclasses.replace(call, id=call_id))
     return dataclasses.replace(reply, tool_calls=calls)
+
+
+def tool_call_entry(call: ToolCall) -> dict[str, Any]:
+    """A call of ``next.calls``: id, name, the arguments sent back, and the arguments as
+    received when they differ (what the tool step validates)."""
+    entry = {"id": call.id, "name": call.name, "arguments": call.arguments}
+    if call.raw_arguments is not None:
+        entry["raw_arguments"] = call.raw_arguments
+    return entry
 
 
 def run_tool(ctx: StepContext) -> Outcome:
@@ -152,6 +164,8 @@ def run_tool(ctx: StepContext) -> Outcome:
     retries_field = f"retries:{ctx.step_seq}:{index}"
     failed = ctx.state.retries.get(f"{ctx.step_seq}:{index}", 0)
     data: dict[str, Any] = {"index": index, "call_id": call.id, "name": call.name, "arguments": call.arguments}
+    if call.raw_arguments is not None:  # what the model sent, when it was not a JSON object text
+        data["raw_arguments"] = call.raw_arguments
 
     def answer(status: str) -> Outcome:
         # Built when the call is answered, so the record's finished_at and duration_ms
@@ -181,7 +195,7 @@ def run_tool(ctx: StepContext) -> Outcome:
     if isinstance(tool, WaitingTool):
         return run_waiting_tool(ctx, tool, call, context, data, answer, lambda exc: tool_error_text(exc, None))
     try:
-        data["result"] = tool.invoke(call.arguments, context)
+        data["result"] = tool.invoke(call.received, context)
         return answer("ok")
     except ToolArgumentsError as exc:
         data["error"] = str(exc)

@@ -62,7 +62,7 @@ def run_waiting_tool(
     ``response.<step_seq>.<index>`` arrives, then turns its payload into the result (``complete``)."""
     name = response_event_name(ctx.step_seq, call.index)
     try:
-        arguments = tool.validate(call.arguments)
+        arguments = tool.validate(call.received)
         payload = ctx.state.events.get(name)
         if payload is None:
             tool.begin(arguments, context, name)  # idempotent by context.idempotency_key

@@ -3,10 +3,14 @@
 The SDK's own retries are off (``max_retries=0``): the engine retries a failed call as a
 new attempt of the ``llm`` step, so every attempt is recorded in the step log and the
 wait between attempts is a Celery countdown, not a sleeping worker (DESIGN section 3, rule 4).
+The ``timeout`` is a deadline for the whole call (DESIGN section 3, rule 11): the SDK's
+async client runs on a per-process event loop (:mod:`.deadline`) and is cancelled, its
+connection closed, when the deadline passes, whatever the server sends meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import math
@@ -18,9 +22,12 @@ from typing import Any
 import openai
 
 from ..errors import ConfigurationError, LLMError, RetryableLLMError
+from .deadline import MODEL_CALLS, DeadlineExceeded
 from .reply import AssistantReply, parse_chat_completion
 
 DEFAULT_MODEL = "gpt-4o-mini"
+#: Seconds a whole model call may take unless ``timeout`` or ``AGENT_PLATFORM_LLM_TIMEOUT`` says.
+DEFAULT_TIMEOUT = 60.0
 #: HTTP statuses worth another attempt: request timeout, conflict, rate limit, server errors.
 RETRYABLE_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 
@@ -31,14 +38,19 @@ class OpenAIChatClient:
     Every argument left None is read from the environment when the first call is made
     (not at import): ``OPENAI_MODEL``, ``OPENAI_BASE_URL``, ``OPENAI_API_KEY``,
     ``AGENT_PLATFORM_LLM_TEMPERATURE``, ``AGENT_PLATFORM_LLM_MAX_TOOL_ROUNDS``,
-    ``AGENT_PLATFORM_LLM_MAX_TOKENS``, ``AGENT_PLATFORM_LLM_TOOL_RESULT_ROLE`` (dev mode sets
-    these for the embedded model).
+    ``AGENT_PLATFORM_LLM_MAX_TOKENS``, ``AGENT_PLATFORM_LLM_TOOL_RESULT_ROLE``,
+    ``AGENT_PLATFORM_LLM_TIMEOUT`` (dev mode sets some of these for the embedded model).
 
     Args:
         model: model name sent as ``model`` (default ``$OPENAI_MODEL`` or gpt-4o-mini).
         base_url: API root ending in ``/v1`` (default ``$OPENAI_BASE_URL`` or OpenAI's).
         api_key: bearer key (default ``$OPENAI_API_KEY``; a placeholder for local servers).
-        timeout: seconds for one HTTP request.
+        timeout: the deadline of one model call in seconds, from sending the request to
+            the last byte of the reply (default ``$AGENT_PLATFORM_LLM_TIMEOUT`` or 60). Not
+            httpx's per-read timeout (which a server trickling bytes never trips,
+            openai/openai-python#2599): past it the request is cancelled, its connection
+            closed, and the call raises :class:`RetryableLLMError`, so the engine records a
+            ``retry`` and tries again.
         temperature: sampling temperature, or None for the server's default.
         max_tool_rounds: after this many tool rounds in a turn the model is called with
             ``tool_choice="none"`` (a profile for small models that call tools forever).
@@ -54,7 +66,7 @@ class OpenAIChatClient:
         model: str | None = None,
         base_url: str | None = None,
         api_key: str | None = None,
-        timeout: float = 60.0,
+        timeout: float | None = None,
         temperature: float | None = None,
         max_tool_rounds: int | None = None,
         max_tokens: int | None = None,
@@ -73,9 +85,9 @@ class OpenAIChatClient:
         #: Values of a ``conversation.openai`` component (``key``, ``model``, ``endpoint``,
         #: ``temperature``), used where neither an argument nor the environment sets one.
         self.component_defaults: dict[str, str] = {}
-        self._client: openai.OpenAI | None = None
+        self._client: openai.AsyncOpenAI | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
-        self._pid: int | None = None
 
     def __repr__(self) -> str:  # never show the key
         return f"<OpenAIChatClient model={self.model!r} base_url={self.base_url!r}>"
@@ -83,10 +95,11 @@ class OpenAIChatClient:
     def resolved(self) -> dict[str, Any]:
         """The effective settings of the next call: ``model``, ``base_url``, ``api_key``
         (a placeholder when none is set: never log this dict), ``temperature``,
-        ``max_tool_rounds``, ``max_tokens`` and ``tool_result_role``.
+        ``max_tool_rounds``, ``max_tokens``, ``tool_result_role`` and ``timeout``.
 
         Raises:
-            ConfigurationError: no API key and no base URL are configured anywhere.
+            ConfigurationError: no API key and no base URL are configured anywhere, or a
+                timeout that is not a positive number of seconds.
         """
         env = os.environ
         comp = self.component_defaults
@@ -109,6 +122,11 @@ class OpenAIChatClient:
         role = self.tool_result_role or env.get("AGENT_PLATFORM_LLM_TOOL_RESULT_ROLE") or "tool"
         if role not in ("tool", "user"):
             raise ConfigurationError(f"tool_result_role must be 'tool' or 'user', not {role!r}")
+        timeout = self.timeout
+        if timeout is None:
+            timeout = _seconds("AGENT_PLATFORM_LLM_TIMEOUT", env.get("AGENT_PLATFORM_LLM_TIMEOUT"), DEFAULT_TIMEOUT)
+        if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
+            raise ConfigurationError(f"the model call timeout must be a positive number of seconds, not {timeout!r}")
         return {
             "model": self.model or env.get("OPENAI_MODEL") or comp.get("model") or DEFAULT_MODEL,
             "base_url": base_url,
@@ -117,19 +135,21 @@ class OpenAIChatClient:
             "max_tool_rounds": rounds,
             "max_tokens": max_tokens,
             "tool_result_role": role,
+            "timeout": float(timeout),
         }
 
-    def _sdk(self, cfg: dict[str, Any]) -> openai.OpenAI:
-        # One SDK client per process: a client made before a fork must not be shared.
+    def _sdk(self, cfg: dict[str, Any], loop: asyncio.AbstractEventLoop) -> openai.AsyncOpenAI:
+        # One SDK client per event loop (so per process: a forked child runs its own loop),
+        # keeping its connections between calls.
         with self._lock:
-            if self._client is None or self._pid != os.getpid():
-                self._client = openai.OpenAI(
+            if self._client is None or self._client_loop is not loop:
+                self._client = openai.AsyncOpenAI(
                     api_key=cfg["api_key"],
                     base_url=cfg["base_url"],
-                    timeout=self.timeout,
+                    timeout=cfg["timeout"],
                     max_retries=0,
                 )
-                self._pid = os.getpid()
+                self._client_loop = loop
             return self._client
 
     def chat(
@@ -152,15 +172,16 @@ class OpenAIChatClient:
             The parsed reply (see :func:`parse_chat_completion` for the servers' quirks).
 
         Raises:
-            RetryableLLMError: timeout, connection error, 408/409/429/5xx (with the
-                server's ``Retry-After`` in seconds when it sent one).
+            RetryableLLMError: the deadline passed (``timeout``), a connection error,
+                408/409/429/5xx (with the server's ``Retry-After`` in seconds when it sent one).
             LLMError: any other error status, or a body that is not a chat completion.
             ConfigurationError: no model is configured.
         """
         cfg = config if config is not None else self.resolved()
         if cfg["tool_result_role"] == "user":
             messages = tool_results_as_user(messages)
-        request: dict[str, Any] = {"model": cfg["model"], "messages": messages}
+        # httpx's per-phase timeouts no longer than the deadline (which bounds them all).
+        request: dict[str, Any] = {"model": cfg["model"], "messages": messages, "timeout": cfg["timeout"]}
         if tools:
             # Sent explicitly: llama-cpp-python leaves the tools out of the prompt without it.
             request["tools"] = tools
@@ -171,11 +192,17 @@ class OpenAIChatClient:
             request["max_tokens"] = cfg["max_tokens"]
         if self.extra_body:
             request["extra_body"] = self.extra_body
-        client = self._sdk(cfg)
+
+        def call() -> Any:  # runs on the event loop's thread
+            client = self._sdk(cfg, asyncio.get_running_loop())
+            return client.chat.completions.with_raw_response.create(**request)
+
         try:
-            raw = client.chat.completions.with_raw_response.create(**request)
-        except openai.APITimeoutError as exc:
-            raise RetryableLLMError(f"model request timed out after {self.timeout}s") from exc
+            raw = MODEL_CALLS.run(call, cfg["timeout"])
+        except (DeadlineExceeded, openai.APITimeoutError) as exc:
+            raise RetryableLLMError(
+                f"the model call did not finish within its deadline of {cfg['timeout']:g} s"
+            ) from exc
         except openai.APIConnectionError as exc:
             raise RetryableLLMError(f"cannot reach the model server: {exc}") from exc
         except openai.APIStatusError as exc:
@@ -232,6 +259,15 @@ def retry_after(headers: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def _seconds(name: str, raw: str | None, default: float) -> float:
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not a number of seconds") from None
 
 
 def _error_text(exc: openai.APIStatusError) -> str:

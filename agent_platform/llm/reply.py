@@ -10,17 +10,23 @@ Known differences handled here (each from the servers' issue trackers or measure
   (``call_<n>``) so the tool message can refer to it.
 - ``content`` may be null, missing or a list of parts (``[{"type": "text", ...}]``).
 - ``usage`` may be missing.
-Arguments are never dropped: whatever arrives is kept as text and validated by the tool
-step, whose error goes back to the model.
+- ``arguments`` may be ``""``, whitespace or ``null`` (no arguments: OpenAI itself sends
+  ``""`` for a strict tool without parameters), or text that is not a JSON object.
+- ``content`` may be empty with no tool call (``finish_reason`` "stop"): a reply of
+  nothing, which ends the turn (see :attr:`AssistantReply.empty`), not a fault to retry.
+Arguments are never dropped: what goes back to the model is always a JSON object text
+(a strict server answers 400 to anything else), and the text as received is kept beside
+it when it differs; the tool step validates the text as received, so arguments that
+cannot be read go back to the model as the tool's error.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import MalformedReply
+from ..tool import arguments_text
 
 
 @dataclass(frozen=True)
@@ -30,20 +36,50 @@ class ToolCall:
     Attributes:
         id: the call id the tool message must quote.
         name: the tool name (trailing ``:`` and spaces stripped).
-        arguments: the arguments as the JSON text to send back (objects are serialised).
+        arguments: the JSON object text to send back, always one (built from what was
+            given by :func:`agent_platform.tool.arguments_text`: ``"{}"`` for none).
+        raw_arguments: the arguments as received when they differ from ``arguments``
+            (``""``, ``"null"``, text that is not a JSON object...), else None. The tool
+            step validates this text, so unreadable arguments go back to the model.
     """
 
     id: str
     name: str
     arguments: str
+    raw_arguments: str | None = None
+
+    def __post_init__(self) -> None:
+        text, received = arguments_text(self.arguments)
+        if text != self.arguments:
+            object.__setattr__(self, "arguments", text)
+            if self.raw_arguments is None:
+                object.__setattr__(self, "raw_arguments", received)
+
+    @classmethod
+    def received(cls, call_id: str, name: str, arguments: Any) -> ToolCall:
+        """A call as a server sent it: ``arguments`` a string, an object, None..."""
+        text, raw = arguments_text(arguments)
+        return cls(call_id, name, text, raw)
+
+    @property
+    def received_arguments(self) -> str:
+        """The arguments as the model sent them (what the tool step validates)."""
+        return self.arguments if self.raw_arguments is None else self.raw_arguments
 
     def to_message(self) -> dict[str, Any]:
-        """The ``tool_calls`` entry in OpenAI's shape."""
+        """The ``tool_calls`` entry in OpenAI's shape (``arguments`` a JSON object text)."""
         return {
             "id": self.id,
             "type": "function",
             "function": {"name": self.name, "arguments": self.arguments},
         }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form for the step record: :meth:`to_message` plus ``raw_arguments`` when kept."""
+        entry = self.to_message()
+        if self.raw_arguments is not None:
+            entry["raw_arguments"] = self.raw_arguments
+        return entry
 
 
 @dataclass(frozen=True)
@@ -51,7 +87,7 @@ class AssistantReply:
     """The part of a chat completion the engine uses.
 
     Attributes:
-        content: the text ("" when none).
+        content: the text ("" when none: see :attr:`empty`).
         tool_calls: the tool calls, in order.
         finish_reason: as sent, or None.
         usage: ``{"prompt_tokens": int, "completion_tokens": int}`` (0 when unknown).
@@ -63,6 +99,11 @@ class AssistantReply:
     finish_reason: str | None = None
     usage: dict[str, int] = field(default_factory=dict)
     model: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        """True when the reply holds neither text (blank counts as none) nor a tool call."""
+        return not self.tool_calls and not self.content.strip()
 
     def to_message(self) -> dict[str, Any]:
         """The assistant message to send back: ``content`` always a string (llama.cpp's
@@ -76,7 +117,7 @@ class AssistantReply:
         """JSON form for the step record."""
         return {
             "content": self.content,
-            "tool_calls": [c.to_message() for c in self.tool_calls],
+            "tool_calls": [c.to_dict() for c in self.tool_calls],
             "finish_reason": self.finish_reason,
             "usage": self.usage,
             "model": self.model,
@@ -86,7 +127,8 @@ class AssistantReply:
     def from_dict(cls, data: dict[str, Any]) -> AssistantReply:
         """Inverse of :meth:`to_dict`."""
         calls = [
-            ToolCall(c["id"], c["function"]["name"], c["function"]["arguments"]) for c in data.get("tool_calls") or []
+            ToolCall(c["id"], c["function"]["name"], c["function"]["arguments"], c.get("raw_arguments"))
+            for c in data.get("tool_calls") or []
         ]
         return cls(
             content=data.get("content") or "",
@@ -106,8 +148,9 @@ def parse_chat_completion(body: Any, id_prefix: str = "call") -> AssistantReply:
 
     Raises:
         MalformedReply: the body is not a chat completion (no ``choices[0].message``
-            object, tool calls that are not objects) or carries neither text nor a
-            tool call: a server fault worth another attempt.
+            object, tool calls that are not objects): a server fault worth another
+            attempt. A well-formed reply of nothing (empty or null ``content``, no tool
+            call) is a reply, not a fault: a deterministic server would send it again.
     """
     try:
         choice = body["choices"][0]
@@ -128,13 +171,11 @@ def parse_chat_completion(body: Any, id_prefix: str = "call") -> AssistantReply:
         # An empty name is kept: the tool step answers "unknown tool ''" to the model.
         name = _clean_name(fn.get("name") or raw.get("name"))
         call_id = raw.get("id") or f"{id_prefix}_{n}"
-        calls.append(ToolCall(str(call_id), name, _arguments_text(fn.get("arguments", raw.get("arguments")))))
+        calls.append(ToolCall.received(str(call_id), name, fn.get("arguments", raw.get("arguments"))))
     legacy = message.get("function_call")
     if not calls and isinstance(legacy, dict) and legacy.get("name"):
-        calls.append(ToolCall(f"{id_prefix}_0", _clean_name(legacy["name"]), _arguments_text(legacy.get("arguments"))))
+        calls.append(ToolCall.received(f"{id_prefix}_0", _clean_name(legacy["name"]), legacy.get("arguments")))
     content = _content_text(message.get("content"))
-    if not calls and not content.strip():
-        raise MalformedReply(f"the model's reply has neither text nor a tool call: {str(body)[:300]}")
     usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
     return AssistantReply(
         content=content,
@@ -159,14 +200,6 @@ def _count(value: Any) -> int:
 
 def _clean_name(name: Any) -> str:
     return str(name or "").strip().rstrip(":").strip()
-
-
-def _arguments_text(arguments: Any) -> str:
-    if arguments is None:
-        return "{}"
-    if isinstance(arguments, str):
-        return arguments
-    return json.dumps(arguments)
 
 
 def _content_text(content: Any) -> str:

@@ -2,6 +2,12 @@
 
 from .base import ConversationMemory, SessionHistory
 from .list_memory import ConversationListMemory
-from .redis_memory import ConversationRedisMemory
+from .redis_memory import ConversationDaprStateMemory, ConversationRedisMemory
 
-__all__ = ["ConversationListMemory", "ConversationMemory", "ConversationRedisMemory", "SessionHistory"]
+__all__ = [
+    "ConversationDaprStateMemory",
+    "ConversationListMemory",
+    "ConversationMemory",
+    "ConversationRedisMemory",
+    "SessionHistory",
+]

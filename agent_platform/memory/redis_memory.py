@@ -72,3 +72,18 @@ class RedisSessionHistory:
         payload = [json.dumps({**m, "workflow_id": workflow_id}) for m in messages]
         writers = keys.conversation_writers(self.prefix, self.agent, session_id)
         return bool(self._append(keys=[key, writers], args=[workflow_id, *payload]))
+
+
+class ConversationDaprStateMemory(ConversationRedisMemory):
+    """Dapr Agents' name for conversation memory in a state store: the history lives in the
+    ``state.redis`` component named ``store_name`` (the same keys as
+    :class:`ConversationRedisMemory`, which it is).
+
+    Args:
+        store_name: the ``state.redis`` component (Dapr Agents' default ``statestore``
+            names none of ours; the tutorial's is ``conversationstore``).
+        session_id: the default session; each start may name its own.
+    """
+
+    def __init__(self, store_name: str = "conversationstore", session_id: str = "default") -> None:
+        super().__init__(store_name=store_name, session_id=session_id)

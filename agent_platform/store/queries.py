@@ -24,9 +24,11 @@ class WorkflowQueries:
     def state(self, workflow_id: str) -> WorkflowState:  # provided by WorkflowStore
         raise NotImplementedError
 
-    def newest_first(self, status: str | None = None, session_id: str | None = None) -> Iterator[WorkflowState]:
-        """Every workflow of this store, newest first, filtered by status and session
-        (read in batches of 100: ZREVRANGE of the index, then HGETALLs in one pipeline)."""
+    def newest_first(
+        self, status: str | None = None, session_id: str | None = None, agent: str | None = None
+    ) -> Iterator[WorkflowState]:
+        """Every workflow of this store, newest first, filtered by status, session and
+        agent (read in batches of 100: ZREVRANGE of the index, then HGETALLs in one pipeline)."""
         offset, batch = 0, 100
         while True:
             ids = self.client.zrevrange(self.keys.index, offset, offset + batch - 1)
@@ -43,8 +45,29 @@ class WorkflowQueries:
                     continue
                 if session_id and state.session_id != session_id:
                     continue
+                if agent and state.agent != agent:
+                    continue
                 yield state
             offset += len(ids)
+
+    def status_counts(
+        self, session_id: str | None = None, agent: str | None = None, scan: int = 10_000
+    ) -> tuple[dict[str, int], bool]:
+        """How many of the newest ``scan`` workflows have each runtime status (filtered
+        by session and agent); returns ``(counts, complete)``, ``complete`` False when
+        older workflows were left uncounted. One pipelined ``HMGET`` per workflow.
+        """
+        counts: dict[str, int] = {}
+        total = self.client.zcard(self.keys.index)
+        for offset in range(0, min(total, scan), 500):
+            ids = self.client.zrevrange(self.keys.index, offset, min(offset + 500, scan) - 1)
+            pipe = self.client.pipeline(transaction=False)
+            for wf in ids:
+                pipe.hmget(self.keys.part(wf, "meta"), "runtime_status", "session_id", "agent")
+            for status, session, owner in pipe.execute():
+                if status and (not session_id or session == session_id) and (not agent or owner == agent):
+                    counts[status] = counts.get(status, 0) + 1
+        return counts, total <= scan
 
     def purge(self, workflow_id: str) -> None:
         """Delete every key of a finished workflow (:data:`~agent_platform.keys.WORKFLOW_PARTS`
@@ -73,6 +96,7 @@ def list_workflows(
     session_id: str | None = None,
     limit: int = 50,
     cursor: int = 0,
+    agent: str | None = None,
 ) -> tuple[list[WorkflowState], int | None]:
     """Workflows of several stores merged newest first (by ``created_at``), filtered.
 
@@ -83,7 +107,7 @@ def list_workflows(
         ``(states, next_cursor)``; ``next_cursor`` is None on the last page.
     """
     merged = heapq.merge(
-        *(store.newest_first(status, session_id) for store in stores),
+        *(store.newest_first(status, session_id, agent) for store in stores),
         key=lambda s: s.created_at or "",
         reverse=True,
     )

@@ -39,16 +39,31 @@ class RecordStatus(StrEnum):
 
 @dataclass(frozen=True)
 class ToolCallSpec:
-    """One tool call of a ``tool`` stage: its index in the assistant message, id, name and
-    arguments (JSON text, as the model sent them)."""
+    """One tool call of a ``tool`` stage: its index in the assistant message, id, name,
+    the arguments sent back to the model (JSON text) and, when they differ, the arguments
+    as received (what the tool step validates)."""
 
     index: int
     id: str
     name: str
     arguments: str
+    raw_arguments: str | None = None
+
+    @classmethod
+    def of(cls, index: int, call: Any) -> ToolCallSpec:
+        """From a :class:`~agent_platform.llm.reply.ToolCall` at ``index``."""
+        return cls(index, call.id, call.name, call.arguments, getattr(call, "raw_arguments", None))
+
+    @property
+    def received(self) -> str:
+        """The arguments as the model sent them (what the tool validates)."""
+        return self.raw_arguments if self.raw_arguments is not None else self.arguments
 
     def to_json(self) -> dict[str, Any]:
-        return {"index": self.index, "id": self.id, "name": self.name, "arguments": self.arguments}
+        data = {"index": self.index, "id": self.id, "name": self.name, "arguments": self.arguments}
+        if self.raw_arguments is not None:
+            data["raw_arguments"] = self.raw_arguments
+        return data
 
 
 @dataclass(frozen=True)
@@ -68,7 +83,10 @@ class NextStep:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> NextStep:
-        calls = tuple(ToolCallSpec(c["index"], c["id"], c["name"], c["arguments"]) for c in data.get("calls") or ())
+        calls = tuple(
+            ToolCallSpec(c["index"], c["id"], c["name"], c["arguments"], c.get("raw_arguments"))
+            for c in data.get("calls") or ()
+        )
         return cls(data["kind"], calls, data.get("output") or "", data.get("stop_reason") or "stop")
 
     def to_json(self) -> dict[str, Any]:
@@ -96,7 +114,7 @@ INT_FIELDS = frozenset(
         "folded_seq",
     }
 )
-JSON_FIELDS = frozenset({"failure_details", "pending_event", "metadata", "next"})
+JSON_FIELDS = frozenset({"failure_details", "pending_event", "metadata", "next", "custom_status"})
 
 
 @dataclass(frozen=True)
@@ -116,6 +134,7 @@ class WorkflowState:
         tool_rounds: ``llm`` steps of this turn that called tools.
         folded_seq: the step log is folded into the ``messages`` list up to this seq.
         events: raised events by name (payloads).
+        custom_status: Dapr's custom status (JSON), when something set one.
         retries: failed attempts of each tool call, by ``<step_seq>:<index>``.
         fields: every other field of the hash, as stored (text).
     """
@@ -148,6 +167,7 @@ class WorkflowState:
     metadata: dict[str, Any] = field(default_factory=dict)
     callback_url: str | None = None
     termination_reason: str | None = None
+    custom_status: Any = None
     events: Mapping[str, Any] = field(default_factory=dict)
     retries: Mapping[str, int] = field(default_factory=dict)
     fields: Mapping[str, str] = field(default_factory=dict)

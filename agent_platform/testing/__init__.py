@@ -3,7 +3,8 @@
 :class:`ScriptedModel` serves ``POST /v1/chat/completions`` from a script of replies on
 a free local port; point the platform (or any ``openai`` client, in any process) at
 ``model.base_url``. Build replies with :func:`text`, :func:`tool_call`,
-:func:`tool_calls`, :func:`error`, :func:`delay` and :func:`raw`.
+:func:`tool_calls`, :func:`error`, :func:`delay`, :func:`raw` and :func:`trickle`;
+``ScriptedModel(validate_history=True)`` rejects requests as a strict server does.
 
 Example::
 
@@ -31,6 +32,7 @@ from .replies import (
     text,
     tool_call,
     tool_calls,
+    trickle,
 )
 from .server import ScriptedModel
 
@@ -45,4 +47,5 @@ __all__ = [
     "text",
     "tool_call",
     "tool_calls",
+    "trickle",
 ]

@@ -4,7 +4,7 @@ A *reply* says what the scripted server answers to one ``POST /v1/chat/completio
 an assistant message (text or tool calls) wrapped in an OpenAI ``chat.completion``
 object, an OpenAI-shaped error, or an exact JSON body. Build replies with the
 module-level functions (:func:`text`, :func:`tool_call`, :func:`tool_calls`,
-:func:`error`, :func:`delay`, :func:`raw`); in a script, a plain ``str`` means
+:func:`error`, :func:`delay`, :func:`raw`, :func:`trickle`); in a script, a plain ``str`` means
 ``text(str)``, a ``dict`` means ``raw(dict)`` and a callable is called with the parsed
 request body and must return one of these.
 """
@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
+
+from .trickle import Trickle
 
 __all__ = [
     "Reply",
@@ -29,6 +32,8 @@ __all__ = [
     "text",
     "tool_call",
     "tool_calls",
+    "trickle",
+    "usage_for",
 ]
 
 # OpenAI's error ``type``/``code`` per HTTP status, as its API answers them.
@@ -73,6 +78,7 @@ class Reply:
         delay: seconds to wait before answering (interrupted by ``ScriptedModel.stop``).
         deferred: a Responder called after ``delay`` (set by ``delay(seconds, fn)``);
             its reply is sent instead of this one.
+        trickle: send the answer a few bytes at a time (set by :func:`trickle`).
     """
 
     message: Mapping[str, Any] | None = None
@@ -83,6 +89,7 @@ class Reply:
     headers: Mapping[str, str] = field(default_factory=dict)
     delay: float = 0.0
     deferred: Responder | None = None
+    trickle: Trickle | None = None
 
 
 def text(content: str, *, usage: Mapping[str, int] | None = None) -> Reply:
@@ -226,6 +233,42 @@ def delay(seconds: float, reply: ReplyLike) -> Reply:
     return dataclasses.replace(base, delay=base.delay + seconds)
 
 
+def trickle(
+    reply: Reply | Mapping[str, Any] | str = "A reply that took its time.",
+    *,
+    chunk: int = 10,
+    interval: float = 2.0,
+    content_length: int = 300,
+    in_headers: bool = False,
+) -> Reply:
+    """Answer ``reply`` a few bytes at a time, as a stalled server or proxy does.
+
+    By default: status 200 and its headers (``Content-Length: 300``) at once, then the
+    body, padded with spaces to 300 bytes, 10 bytes every 2 s (the whole body in about a
+    minute, a valid completion if the client waits that long). With ``in_headers=True``
+    the status line is followed by one header line every ``interval`` seconds, and the
+    header block never ends. Either way the answer stops as soon as the client closes its
+    connection (a client-side deadline), or :meth:`ScriptedModel.stop` is called.
+
+    Args:
+        reply: what the body holds (a Reply, str or dict, as in a script).
+        chunk: bytes per step (>= 1).
+        interval: seconds between steps (> 0).
+        content_length: the announced body size in bytes.
+        in_headers: trickle an endless header block instead of the body.
+
+    Returns:
+        The Reply.
+
+    Raises:
+        ValueError: ``chunk`` < 1 or ``interval`` <= 0.
+    """
+    if chunk < 1 or interval <= 0:
+        raise ValueError(f"trickle() needs chunk >= 1 and interval > 0, got {chunk!r} and {interval!r}")
+    plan = Trickle(chunk=chunk, interval=interval, content_length=content_length, in_headers=in_headers)
+    return dataclasses.replace(coerce_reply(reply), trickle=plan)
+
+
 def coerce_reply(item: Reply | Mapping[str, Any] | str) -> Reply:
     """Turn a script item that is not callable into a Reply (str -> text, dict -> raw).
 
@@ -239,3 +282,31 @@ def coerce_reply(item: Reply | Mapping[str, Any] | str) -> Reply:
     if isinstance(item, Mapping):
         return raw(item)
     raise TypeError(f"a scripted reply must be a Reply, str, dict or callable, got {type(item).__name__}")
+
+
+def _tokens(value: Any) -> int:
+    """About 4 characters per token, as OpenAI's rule of thumb for English."""
+    chars = len(value) if isinstance(value, str) else len(json.dumps(value))
+    return math.ceil(chars / 4)
+
+
+def usage_for(given: Mapping[str, int] | None, request: dict[str, Any], message: dict[str, Any]) -> dict[str, int]:
+    """The ``usage`` object: ``given`` (``total_tokens`` filled in), else counts made up from lengths."""
+    if given is not None:
+        usage = dict(given)
+        if "total_tokens" not in usage:
+            usage["total_tokens"] = usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)
+        return usage
+    messages = request.get("messages") or []
+    prompt = sum(4 + _tokens(m.get("content") or "") if isinstance(m, dict) else 4 for m in messages)
+    prompt += _tokens(request["tools"]) if request.get("tools") else 0
+    completion = _tokens(message.get("content") or "")
+    for call in message.get("tool_calls") or []:
+        function = call.get("function") or {}
+        completion += 3 + _tokens(function.get("name") or "") + _tokens(function.get("arguments") or "")
+    prompt, completion = max(prompt, 1), max(completion, 1)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }

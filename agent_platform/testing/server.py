@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import math
 import secrets
 import socket
 import threading
@@ -23,7 +22,9 @@ from typing import Any, Self
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from .replies import Reply, ReplyLike, Responder, coerce_reply, error_body
+from .replies import Reply, ReplyLike, Responder, coerce_reply, error_body, usage_for
+from .trickle import body_chunks, endless_headers, padded
+from .validation import request_problem
 
 __all__ = ["ScriptedModel"]
 
@@ -79,6 +80,11 @@ class ScriptedModel:
         model_name: the ``model`` in responses and in ``/v1/models``.
         default: the reply (or callable) used whenever the script is empty and no
             responder is set; None means "fail loudly".
+        validate_history: check each request as a strict server (OpenAI) does and answer
+            400 ``invalid_request_error`` to one that fails, without taking a reply: the
+            body is strict JSON, every ``tool_calls[].function.arguments`` a JSON object
+            text, every tool call answered (see :mod:`agent_platform.testing.validation`).
+            An attribute a test may set; :meth:`reset` restores the constructor's value.
 
     Attributes:
         requests: the JSON bodies received, in arrival order (a body that is not a JSON
@@ -87,6 +93,9 @@ class ScriptedModel:
             ``requests``.
         errors: exceptions raised by scripted callables, responder or default (each
             answered HTTP 500), so a test can re-raise them.
+        rejections: the messages of the 400s that ``validate_history`` answered.
+        max_in_flight: the most ``/chat/completions`` requests being answered at one
+            time (a request counts until its answer is sent, or its client has left).
 
     Raises:
         TypeError: if a reply is neither a Reply, str, dict nor callable.
@@ -100,6 +109,7 @@ class ScriptedModel:
         port: int = 0,
         model_name: str = "scripted-model",
         default: Reply | Responder | None = None,
+        validate_history: bool = False,
     ) -> None:
         self.host = host
         self.model_name = model_name
@@ -107,6 +117,10 @@ class ScriptedModel:
         self.requests: list[dict[str, Any]] = []
         self.request_times: list[float] = []
         self.errors: list[BaseException] = []
+        self.rejections: list[str] = []
+        self.validate_history = self._validate_default = validate_history
+        self.max_in_flight = 0
+        self._in_flight = 0
         self._port = port
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
@@ -261,6 +275,9 @@ class ScriptedModel:
             self.requests.clear()
             self.request_times.clear()
             self.errors.clear()
+            self.rejections.clear()
+            self.validate_history = self._validate_default
+            self.max_in_flight = self._in_flight
 
     # -- HTTP --------------------------------------------------------------------
 
@@ -268,7 +285,14 @@ class ScriptedModel:
     def _app(self, request: Request) -> Response:  # type: ignore[misc]
         path = request.path.rstrip("/")
         if path in _CHAT_PATHS and request.method == "POST":
-            return self._chat(request)
+            self._count_in_flight(+1)
+            try:
+                response = self._chat(request)
+            except BaseException:
+                self._count_in_flight(-1)
+                raise
+            response.call_on_close(lambda: self._count_in_flight(-1))
+            return response
         if path in _MODELS_PATHS and request.method == "GET":
             model = {
                 "id": self.model_name,
@@ -282,6 +306,11 @@ class ScriptedModel:
             404,
         )
 
+    def _count_in_flight(self, change: int) -> None:
+        with self._lock:
+            self._in_flight += change
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+
     def _chat(self, request: Request) -> Response:
         arrived = time.monotonic()
         data = request.get_data(as_text=True)
@@ -289,6 +318,7 @@ class ScriptedModel:
             body = json.loads(data)
         except ValueError:
             body = None
+        problem = request_problem(data, body) if self.validate_history and isinstance(body, dict) else None
         item: Reply | Responder | None = None
         with self._lock:
             self._calls += 1
@@ -298,13 +328,19 @@ class ScriptedModel:
             self.request_times.append(arrived)
             self._arrived.notify_all()
             streaming = valid and bool(body.get("stream"))
-            if valid and not streaming:
+            if problem is not None:
+                self.rejections.append(problem[0])
+            elif valid and not streaming:
                 item = self._script.popleft() if self._script else (self._responder or self.default)
         if not valid:
             return _json(
                 error_body(400, "ScriptedModel: the request body is not a JSON object"),
                 400,
             )
+        if problem is not None:
+            rejection = error_body(400, problem[0])
+            rejection["error"]["param"] = problem[1]
+            return _json(rejection, 400)
         if streaming:
             return _json(
                 error_body(400, "ScriptedModel: streaming (stream=true) is not scripted"),
@@ -329,7 +365,16 @@ class ScriptedModel:
                 self.errors.append(exc)
             message = f"ScriptedModel: scripted callable raised {type(exc).__name__}: {exc}"
             return _json(error_body(500, message), 500)
-        return self._render(reply, body)
+        response = self._render(reply, body)
+        if reply.trickle is None:
+            return response
+        plan, sock = reply.trickle, request.environ.get("werkzeug.socket")
+        if plan.in_headers and sock is not None:
+            endless_headers(sock, plan, self._stopping)  # raises when the client leaves
+        payload = padded(response.get_data(), plan.content_length)
+        response.response = body_chunks(payload, plan, sock, self._stopping)
+        response.headers["Content-Length"] = str(len(payload))
+        return response
 
     @staticmethod
     def _resolve(item: Reply | Responder, body: dict[str, Any]) -> Reply:
@@ -369,7 +414,7 @@ class ScriptedModel:
                     "finish_reason": reply.finish_reason,
                 }
             ],
-            "usage": _usage(reply.usage, request, message),
+            "usage": usage_for(reply.usage, request, message),
             "system_fingerprint": "fp_scripted",
         }
         return _json(completion, reply.status, headers)
@@ -386,31 +431,3 @@ def _json(
         headers=dict(headers or {}),
         mimetype="application/json",
     )
-
-
-def _tokens(value: Any) -> int:
-    """About 4 characters per token, as OpenAI's rule of thumb for English."""
-    chars = len(value) if isinstance(value, str) else len(json.dumps(value))
-    return math.ceil(chars / 4)
-
-
-def _usage(given: Mapping[str, int] | None, request: dict[str, Any], message: dict[str, Any]) -> dict[str, int]:
-    """The ``usage`` object: ``given`` (``total_tokens`` filled in), else counts made up from lengths."""
-    if given is not None:
-        usage = dict(given)
-        if "total_tokens" not in usage:
-            usage["total_tokens"] = usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)
-        return usage
-    messages = request.get("messages") or []
-    prompt = sum(4 + _tokens(m.get("content") or "") if isinstance(m, dict) else 4 for m in messages)
-    prompt += _tokens(request["tools"]) if request.get("tools") else 0
-    completion = _tokens(message.get("content") or "")
-    for call in message.get("tool_calls") or []:
-        function = call.get("function") or {}
-        completion += 3 + _tokens(function.get("name") or "") + _tokens(function.get("arguments") or "")
-    prompt, completion = max(prompt, 1), max(completion, 1)
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-    }

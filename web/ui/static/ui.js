@@ -1,0 +1,125 @@
+/* agent-platform inspector: live refresh of the server-rendered pages (no framework).
+ *
+ * The server renders every region (elements with data-region and data-version); this script
+ * fetches the page again with ?partial=1 and swaps a region only when its version changed,
+ * keeping the folds a reader opened. A run page follows GET /workflows/<id>/events (the
+ * API's Server-Sent Events): each checkpointed step triggers a refresh; after a lost
+ * connection EventSource reconnects with Last-Event-ID, and when it gives up a new one
+ * resumes with ?last_event_id=. Nothing here builds HTML from data.
+ */
+(function () {
+  "use strict";
+  var main = document.querySelector("main[data-page]");
+  if (!main || !window.fetch || !window.DOMParser) return;
+  var badge = document.querySelector("[data-live]");
+  var busy = false, again = false, timer = null;
+
+  function setLive(state, text) {
+    if (!badge) return;
+    badge.hidden = false;
+    badge.className = "live" + (state === "on" ? "" : " " + state);
+    badge.textContent = text || (state === "on" ? "live" : state === "ended" ? "ended" : "reconnecting…");
+  }
+
+  function partialUrl() {
+    var url = new URL(window.location.href);
+    url.hash = "";
+    url.searchParams.delete("done");
+    url.searchParams.set("partial", "1");
+    return url.toString();
+  }
+
+  function swap(html) {
+    var fresh = new DOMParser().parseFromString(html, "text/html");
+    fresh.querySelectorAll("[data-region]").forEach(function (next) {
+      var current = document.querySelector('[data-region="' + next.dataset.region + '"]');
+      if (!current || current.dataset.version === next.dataset.version) return;
+      var open = [];
+      current.querySelectorAll("details[open][id]").forEach(function (d) { open.push(d.id); });
+      var node = document.importNode(next, true);
+      current.replaceWith(node);
+      open.forEach(function (id) {
+        var d = document.getElementById(id);
+        if (d) d.open = true;
+      });
+    });
+    return fresh;
+  }
+
+  function refresh() {
+    if (busy) { again = true; return; }
+    busy = true;
+    fetch(partialUrl(), { credentials: "same-origin", headers: { Accept: "text/html" } })
+      .then(function (response) {
+        if (response.status === 401) { window.location.reload(); return null; }
+        if (response.status === 404 && main.dataset.page === "run") { finish("not found"); return null; }
+        return response.ok ? response.text() : Promise.reject(new Error("HTTP " + response.status));
+      })
+      .then(function (html) {
+        if (html === null) return;
+        var fresh = swap(html);
+        if (main.dataset.page !== "run") setLive("on");
+        var status = fresh.querySelector("[data-region=head] [data-status]");
+        if (status && /^(COMPLETED|FAILED|TERMINATED)$/.test(status.dataset.status)) finish();
+      })
+      .catch(function () { if (main.dataset.page !== "run") setLive("off"); })
+      .then(function () {
+        busy = false;
+        if (again) { again = false; refresh(); }
+      });
+  }
+
+  function soon() {
+    if (timer) return;
+    timer = setTimeout(function () { timer = null; refresh(); }, 120);
+  }
+
+  var poll = parseInt(main.dataset.poll || "0", 10);
+  var poller = poll > 0 ? setInterval(function () {
+    if (document.visibilityState !== "hidden") refresh();
+  }, poll) : null;
+
+  // -- a run page: follow its event stream --------------------------------------------
+  var source = null, lastId = main.dataset.lastSeq || "-1", ended = main.hasAttribute("data-ended");
+
+  function finish(why) {
+    ended = true;
+    if (source) { source.close(); source = null; }
+    if (poller) { clearInterval(poller); poller = null; }
+    setLive("ended", why);
+  }
+
+  function follow() {
+    if (ended || !main.dataset.events) return;
+    var url = main.dataset.events + "?last_event_id=" + encodeURIComponent(lastId);
+    source = new EventSource(url, { withCredentials: true });
+    source.onopen = function () { setLive("on"); soon(); };
+    source.addEventListener("step", function (event) {
+      if (event.lastEventId) lastId = event.lastEventId;
+      soon();
+    });
+    source.addEventListener("status", function () { soon(); finish(); });
+    source.addEventListener("stream_error", function (event) {
+      source.close();
+      source = null;
+      var gone = /workflow_not_found/.test(event.data || "");
+      if (gone) finish("purged"); else retry();  // else Redis was away: follow again
+    });
+    source.onerror = function () {
+      setLive("off");
+      // EventSource retries by itself with Last-Event-ID; once it gives up, start again.
+      if (source && source.readyState === EventSource.CLOSED) { source = null; retry(); }
+    };
+  }
+
+  function retry() {
+    setLive("off");
+    setTimeout(function () { if (!ended && !source) follow(); }, 2000);
+  }
+
+  if (main.dataset.page === "run") {
+    if (ended) setLive("ended"); else follow();
+  } else if (poller) {
+    setLive("on");
+  }
+})();

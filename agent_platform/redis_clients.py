@@ -108,7 +108,7 @@ class PatientRedisCluster(RedisCluster):
     workflow's keys (all in one slot) is refused with ``TRYAGAIN`` as long as some of them
     have moved and others not; redis-py retries 16 times over about 0.4 s, then raises
     ``ClusterError("TTL exhausted.")``. A refused command did not run, so this client
-    runs it again with backoff (redis-py's ``Retry``, about 20 s in all) on
+    runs it again with backoff (redis-py's ``Retry``, about 25 s in all) on
     ``TryAgainError`` and ``ClusterError`` (which ``ClusterDownError`` is too: a cluster
     without a primary for the slot, during a failover, refuses commands as well).
     """

@@ -119,20 +119,3 @@ def sigkill_mid_tool(
     assert len(runs) == 2 and {e["idempotency_key"] for e in runs} == {started[0]["idempotency_key"]}, runs
     assert steps[2]["worker"] in killed and steps[3]["worker"] == fresh.hostname
     return wf
-
-
-def worker_log(platform: Platform) -> str:
-    """Every worker's log since the test began."""
-    return platform.stack.logs(since_mark=True)
-
-
-def responder_for(answers: dict[str, Any]) -> Any:
-    """A model responder keyed by the user's message (a reply, or a list: first call, then
-    the one after the tool result)."""
-
-    def respond(body: dict[str, Any]) -> Any:
-        user = next(m["content"] for m in body["messages"] if m["role"] == "user")
-        replies = answers[user]
-        return replies[0] if body["messages"][-1]["role"] == "user" else replies[1]
-
-    return respond

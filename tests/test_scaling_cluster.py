@@ -79,6 +79,12 @@ def test_c01_paris_turn_on_a_redis_cluster(
         owner = redis_cluster.owner(client.keyslot(f"{{{wf}}}")).port
     assert list(holding) == [owner], holding
 
+    # the registry (one hash) is on the cluster too: the worker's heartbeat lists both agents
+    def registered() -> set[str]:
+        return {a["name"] for a in api.http.get("/agents").json()["agents"] if a["registered"] and not a["stale"]}
+
+    assert wait_until(lambda: registered() == {"TravelBuddy", "OpsBuddy"}, timeout=15, message="the heartbeats")
+
 
 def test_c04_sigkill_of_the_whole_worker_mid_tool_on_a_redis_cluster(
     api: Api, model: ScriptedModel, platform: Platform, redis_client: redis.Redis

@@ -82,6 +82,31 @@ def lifecycle_run(rt: FakeRuntime, message: StepMessage) -> StepReport:
     return run_step(rt, message, rt.worker)
 
 
+def test_an_llm_step_reads_the_turn_messages_not_the_whole_step_log() -> None:
+    """Issue 15: each model call gets the folded messages and one stage's records from the
+    step's open; nothing reads the whole step log, in either mode."""
+    whole_log_reads: list[str] = []
+
+    def steps(workflow_id: str, *_: object, **__: object) -> list[dict[str, object]]:
+        whole_log_reads.append(workflow_id)
+        return []
+
+    for local in (False, True):
+        replies = [call(("add", f'{{"a": {i}, "b": 1}}')) for i in range(4)]
+        model = FakeModel(*replies, say("done"))
+        rt = FakeRuntime(make_agent(model, local_steps=local))
+        store = rt.store_for("Unit")
+        store.steps = steps  # type: ignore[method-assign,assignment]
+        wf = rt.start("Unit", "add")
+
+        list(rt.drain())
+
+        assert whole_log_reads == [] and store.state(wf).runtime_status == RuntimeStatus.COMPLETED
+        last = model.requests[-1]["messages"]
+        assert [m["role"] for m in last] == ["system", "user", *["assistant", "tool"] * 4]
+        assert [m["content"] for m in last if m["role"] == "tool"] == ["1", "2", "3", "4"]
+
+
 def test_retry_after_redispatches_the_same_step_with_a_countdown() -> None:
     FLAKY["calls"] = 0
     model = FakeModel(RetryableLLMError("503", retry_after=0.5), call(("flaky", "{}")), say("done"))

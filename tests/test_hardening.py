@@ -13,11 +13,12 @@ from agent_platform.testing import ScriptedModel, raw, text, tool_call
 
 from .agents import recorded_calls
 from .helpers import Api
+from .workers import wait_until
 
 AGENT_APP = "tests.agents:travel_buddy"
 
 
-def test_malformed_bodies_and_parameters_are_4xx_json(api: Api) -> None:
+def test_malformed_bodies_and_parameters_are_4xx_json(api: Api, redis_client: redis.Redis) -> None:
     http = api.http
     nested = '{"task": "x", "metadata": {"a": ' + "[" * 5000 + "]" * 5000 + "}}"
     cases = [
@@ -39,6 +40,10 @@ def test_malformed_bodies_and_parameters_are_4xx_json(api: Api) -> None:
     assert events.status_code == 400, events.text
     for response in [*cases, events]:
         assert set(response.json()["error"]) >= {"code", "message"}
+    # stop that turn and wait until no step of it is in flight, so that its model call
+    # cannot take the next test's scripted reply
+    assert http.post(f"/workflows/{model_id}/terminate").status_code in (202, 409)
+    wait_until(lambda: not redis_client.keys(f"*{model_id}*:lease:*"), timeout=15, message="no step in flight")
 
 
 def test_odd_model_replies_go_back_to_the_model_or_are_retried(api: Api, model: ScriptedModel) -> None:

@@ -155,14 +155,15 @@ def open_step(store: WorkflowStore, message: StepMessage, token: str, ttl: float
     """Open ``message``'s step; a lease held by a dead process of this host is voided
     first (the broker redelivers a killed worker's message at once: it runs now)."""
     m = message
-    opened = store.open_step(m.workflow_id, m.step_seq, m.call_index, token, ttl, worker)
+    reads = m.kind == "llm"  # a model call also reads the turn's messages (one round trip)
+    opened = store.open_step(m.workflow_id, m.step_seq, m.call_index, token, ttl, worker, reads)
     if opened.verdict == "leased" and owner_is_dead(opened.owner):
         assert opened.owner is not None
         log.warning(
             "voiding the lease of %s step %s held by a dead process (%s)", m.workflow_id, m.step_seq, opened.owner
         )
         store.void_lease(m.workflow_id, m.step_seq, m.call_index, opened.owner)
-        opened = store.open_step(m.workflow_id, m.step_seq, m.call_index, token, ttl, worker)
+        opened = store.open_step(m.workflow_id, m.step_seq, m.call_index, token, ttl, worker, reads)
     return opened
 
 

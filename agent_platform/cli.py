@@ -5,6 +5,7 @@ Launcher: it may import ``tasks`` and ``web``, lazily, inside the commands.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import sys
@@ -85,11 +86,14 @@ def main() -> None:
 @click.option("--agent", default=None, help="Agent name when APP loads several.")
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for the answer.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final status as JSON.")
-def run(app: str | None, task: str, session_id: str | None, agent: str | None, timeout: float, as_json: bool) -> None:
+@click.option("--tokens/--no-tokens", default=True, show_default=True, help="Show the model's text as it is written.")
+def run(
+    app: str | None, task: str, session_id: str | None, agent: str | None, timeout: float, as_json: bool, tokens: bool
+) -> None:
     """Start a turn of APP (module:attribute; default $AGENT_APP), print each step as it is
-    checkpointed, then the answer. Needs a running worker. Exit 1 unless COMPLETED."""
-    from .follow import describe_step, follow_steps
+    checkpointed, then the answer. Needs a running worker. Exit 1 unless COMPLETED.
 
+    The model's text is shown on stderr as it is written (stdout holds the steps)."""
     _use_app(app)
     try:
         rt = _runtime()
@@ -99,13 +103,19 @@ def run(app: str | None, task: str, session_id: str | None, agent: str | None, t
         if rt.settings.ui:
             click.echo(f"run page: {run_page_url(rt.settings, wf)}", err=True)
         store = rt.store_for(name)
-        for record in follow_steps(store, wf, timeout=timeout):
-            click.echo(describe_step(record))
+        _print_live(store, wf, -1, tokens, timeout)
         status = public_status(store.state(wf))
     except (AgentPlatformError, TimeoutError) as exc:
         raise click.ClickException(str(exc)) from exc
     _print_final(status, as_json)
     sys.exit(0 if status["runtime_status"] == "COMPLETED" else 1)
+
+
+def _print_live(store: Any, workflow_id: str, after: int, tokens: bool, timeout: float | None = None) -> None:
+    """The steps on stdout, the model's text on stderr as it is written, until the workflow ends."""
+    from .timeline import print_live
+
+    print_live(store, workflow_id, after, tokens, timeout, live=sys.stderr)
 
 
 def run_page_url(settings: Any, workflow_id: str) -> str:
@@ -144,15 +154,13 @@ def status(workflow_id: str, app: str | None) -> None:
 @click.argument("workflow_id")
 @click.option("--app", default=None, help="module:attribute (default $AGENT_APP).")
 @click.option("--after", default=-1, help="Print steps after this sequence number.")
-def tail(workflow_id: str, app: str | None, after: int) -> None:
-    """Follow a workflow's steps until it ends."""
-    from .follow import describe_step, follow_steps
-
+@click.option("--tokens/--no-tokens", default=True, show_default=True, help="Show the model's text as it is written.")
+def tail(workflow_id: str, app: str | None, after: int, tokens: bool) -> None:
+    """Follow a workflow's steps until it ends (the model's text on stderr as it is written)."""
     _use_app(app)
     try:
         store = _runtime().find_store(workflow_id)
-        for record in follow_steps(store, workflow_id, after=after):
-            click.echo(describe_step(record))
+        _print_live(store, workflow_id, after, tokens)
         _print_final(public_status(store.state(workflow_id)), False)
     except AgentPlatformError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -187,44 +195,70 @@ def worker(ctx: click.Context, app: str | None) -> None:
 @click.option("--bind", default=None, help="host:port (default 0.0.0.0:$PORT or :8000).")
 @click.pass_context
 def web(ctx: click.Context, app: str | None, bind: str | None) -> None:
-    """``gunicorn "web:create_app()"`` as the Procfile runs it: $WEB_CONCURRENCY processes of
-    $WEB_THREADS threads (an open event stream holds one), no more connections than threads."""
+    """``gunicorn "web:create_app()"`` as the Procfile runs it (web/gunicorn.conf.py):
+    $WEB_CONCURRENCY gevent worker processes of $WEB_CONNECTIONS connections each
+    (extra arguments pass through to gunicorn)."""
+    from .processes import gunicorn_command
+
     _use_app(app)
-    bind = bind or f"0.0.0.0:{os.environ.get('PORT', '8000')}"
-    threads = os.environ.get("WEB_THREADS", "32")
-    _exec(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "web:create_app()",
-            "--bind",
-            bind,
-            "--workers",
-            os.environ.get("WEB_CONCURRENCY", "2"),
-            "--worker-class",
-            "gthread",
-            "--threads",
-            threads,
-            "--worker-connections",
-            threads,
-            "--keep-alive",
-            "0",
-            *ctx.args,
-        ]
-    )
+    _exec(gunicorn_command(*(["--bind", bind] if bind else []), *ctx.args))
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--app", default=None, help="module:attribute (default $AGENT_APP).")
 @click.pass_context
 def flower(ctx: click.Context, app: str | None) -> None:
-    """``celery -A tasks flower`` (basic auth from $FLOWER_BASIC_AUTH)."""
+    """``celery -A tasks flower`` on $FLOWER_ADDRESS (default 127.0.0.1) and $FLOWER_PORT,
+    with basic auth from $FLOWER_BASIC_AUTH (``user:password``, comma-separated for several).
+
+    Refuses to start (one line naming FLOWER_BASIC_AUTH) when the dashboard would listen
+    on another address without authentication, or with a well-known password.
+    """
     _use_app(app)
-    argv = [sys.executable, "-m", "celery", "-A", "tasks", "flower", f"--port={os.environ.get('FLOWER_PORT', '5555')}"]
-    if os.environ.get("FLOWER_BASIC_AUTH"):
-        argv.append(f"--basic-auth={os.environ['FLOWER_BASIC_AUTH']}")
-    _exec([*argv, *ctx.args])
+    argv = flower_options(os.environ)
+    if not os.environ.get("FLOWER_BASIC_AUTH", "").strip():
+        os.environ.pop("FLOWER_BASIC_AUTH", None)  # Flower reads FLOWER_* itself: "" would mean user ""
+    _exec([sys.executable, "-m", "celery", "-A", "tasks", "flower", *argv, *ctx.args])
+
+
+#: Passwords of examples and old defaults (ours was ``admin:change-me``): refused.
+WELL_KNOWN_PASSWORDS = frozenset({"change-me", "changeme", "admin", "password", "flower", "secret"})
+
+
+def flower_options(env: Any) -> list[str]:
+    """Flower's ``--address`` and ``--port`` from the environment, once FLOWER_BASIC_AUTH
+    (which Flower reads from the environment itself) is checked.
+
+    Raises:
+        click.ClickException: FLOWER_BASIC_AUTH is malformed or uses a well-known password,
+            or it is unset while FLOWER_ADDRESS is not a loopback address (and no
+            FLOWER_AUTH, Flower's OAuth, is set).
+    """
+    address = (env.get("FLOWER_ADDRESS") or "127.0.0.1").strip()
+    auth = (env.get("FLOWER_BASIC_AUTH") or "").strip()
+    for pair in filter(None, auth.split(",")):
+        user, sep, password = pair.partition(":")
+        if not sep or not user or not password:
+            raise click.ClickException("FLOWER_BASIC_AUTH must be user:password (comma-separated for several)")
+        if password.lower() in WELL_KNOWN_PASSWORDS:
+            raise click.ClickException(f"FLOWER_BASIC_AUTH gives {user!r} a well-known password: choose your own")
+    if not auth and not env.get("FLOWER_AUTH") and not _is_loopback(address):
+        raise click.ClickException(
+            f"FLOWER_BASIC_AUTH is not set: Flower would be open to anyone on FLOWER_ADDRESS={address}; "
+            "set FLOWER_BASIC_AUTH=user:password or keep FLOWER_ADDRESS=127.0.0.1"
+        )
+    # The credentials stay in FLOWER_BASIC_AUTH, which Flower reads itself: on the command
+    # line they would show in `ps` and in the "+ celery ..." line this command logs.
+    return [f"--address={address}", f"--port={env.get('FLOWER_PORT') or '5555'}"]
+
+
+def _is_loopback(address: str) -> bool:
+    if address.rstrip(".").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name or "": it may well be reachable from elsewhere
 
 
 @main.command()

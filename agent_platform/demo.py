@@ -2,9 +2,9 @@
 
 Starts dev mode for the TravelBuddy agent defined here (the agent of
 ``examples/travel_planner.py``; the demo ships with the package), sends "I want to find
-flights to Paris" over HTTP, prints each step as it is checkpointed (the step-log
-follower of the CLI, :func:`~agent_platform.follow.follow_steps`) and the answer, then
-stops everything. Exit status 0 only when the turn is COMPLETED.
+flights to Paris" over HTTP, prints the model's answer as it is written and each step as
+it is checkpointed (what ``agent-platform run`` shows: :func:`~agent_platform.timeline.print_live`)
+and the answer, then stops everything. Exit status 0 only when the turn is COMPLETED.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from pydantic import BaseModel, Field
 
 from .agent import AssistantAgent
 from .devmode import DevMode
-from .follow import describe_step, follow_steps
 from .memory import ConversationRedisMemory
 from .processes import free_port
 from .status import public_status
+from .timeline import print_live
 from .tool import tool
 
 TASK = "I want to find flights to Paris"
@@ -74,8 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         assert dev.runtime is not None
         store = dev.runtime.store_for(agent)
         try:
-            for record in follow_steps(store, wf, timeout=300):
-                print(describe_step(record), flush=True)
+            print_live(store, wf, timeout=300)
         except TimeoutError:
             print("the turn did not end within 300 s", file=sys.stderr)
             return 1

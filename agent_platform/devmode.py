@@ -41,8 +41,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("agent_platform.dev")
 
 #: The embedded model's profile: deterministic, short answers, one tool round, tool
-#: results as user messages (its chat template drops ``tool`` messages).
+#: results as user messages (its chat template drops ``tool`` messages), answers streamed
+#: but not tool calls (its chatml-function-calling cannot stream an automatic tool choice).
 LOCAL_MODEL_PROFILE = {
+    "AGENT_PLATFORM_LLM_STREAM": "text",
     "AGENT_PLATFORM_LLM_TEMPERATURE": "0",
     "AGENT_PLATFORM_LLM_MAX_TOOL_ROUNDS": "1",
     "AGENT_PLATFORM_LLM_MAX_TOKENS": "160",
@@ -225,7 +227,8 @@ class DevMode:
         from web import create_app  # launcher: web only in the child
         from web.dapr import sidecar_only
 
-        app = create_app(runtime=Runtime(Settings.from_env(), agents=self.agents))
+        settings = Settings.from_env()  # the web's Redis clients fail fast, as in create_app (C17)
+        app = create_app(runtime=Runtime(settings, agents=self.agents, redis_timeout=settings.web_redis_timeout))
         binds = [f"{self.host}:{self.port}"]
         if self.dapr_port:
             binds.append(f"{self.host}:{self.dapr_port}")

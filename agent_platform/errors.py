@@ -23,6 +23,11 @@ class ValidationError(AgentPlatformError):
     """Raised when caller input (an id, a request body, an argument) fails validation."""
 
 
+class CallbackNotAllowed(ValidationError):
+    """Raised when a ``callback_url`` points at an address the platform does not contact
+    (loopback, private, link-local...) and ``AGENT_PLATFORM_CALLBACK_ALLOW`` does not permit it."""
+
+
 class WorkflowNotFound(AgentPlatformError):
     """Raised when no workflow exists under the given instance id."""
 
@@ -37,6 +42,10 @@ class InvalidTransition(AgentPlatformError):
     def __init__(self, message: str, current_status: str | None = None) -> None:
         super().__init__(message)
         self.current_status = current_status
+
+
+class TooManyEvents(AgentPlatformError):
+    """Raised when a workflow already holds ``max_events_per_workflow`` events it did not wait for."""
 
 
 class IdempotencyConflict(AgentPlatformError):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Iterator
 from typing import Any, Literal, overload
 
 from .store.workflows import WorkflowStore
+from .timeline import Position, describe_step, follow_timeline
+
+__all__ = ["describe_step", "follow_steps"]
 
 
 @overload
@@ -42,8 +43,9 @@ def follow_steps(
     idle: bool = False,
 ) -> Iterator[dict[str, Any] | None]:
     """Yield step records with ``seq > after`` as they are appended (XREAD BLOCK), and
-    stop once the workflow has a final status and every record was yielded. The one
-    step-log follower of the CLI, the demo, ``AgentRunner.run`` and the SSE route.
+    stop once the workflow has a final status and every record was yielded: the steps of
+    :func:`agent_platform.timeline.follow_timeline`, without the model's tokens (the CLI,
+    the demo and the SSE route follow that timeline itself).
 
     Args:
         timeout: seconds to follow at most (None: until the workflow ends).
@@ -55,48 +57,10 @@ def follow_steps(
         WorkflowNotFound: the workflow does not exist (or was purged meanwhile).
         TimeoutError: ``timeout`` passed before the workflow ended.
     """
-    deadline = None if timeout is None else time.monotonic() + timeout
-    last = after
-    while True:
-        records = store.steps(workflow_id, after=last)
-        if not records:
-            # A final status is checkpointed with the last record: once it is final,
-            # every record is readable (checked again in case it landed meanwhile).
-            if store.state(workflow_id).finished and not store.steps(workflow_id, after=last):
-                return
-            records = store.wait_steps(workflow_id, last, block_ms)
-            if not records and idle:
+    # The timeline without the model's tokens: one loop for steps and tokens alike.
+    for event in follow_timeline(store, workflow_id, Position(after), tokens=False, block_ms=block_ms, timeout=timeout):
+        if event is None:
+            if idle:
                 yield None
-        for record in records:
-            last = record["seq"]
-            yield record
-        if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError(f"workflow {workflow_id} did not end within {timeout} s")
-
-
-def describe_step(record: dict[str, Any]) -> str:
-    """One human line for a step record, e.g. ``[1] llm ok  search_flights({"destination": "Paris"})``."""
-    data = record.get("data") or {}
-    kind, status = record["kind"], record["status"]
-    if kind == "llm":
-        calls = data.get("tool_calls") or []
-        summary = ", ".join(f"{c['function']['name']}({c['function']['arguments']})" for c in calls)
-        summary = summary or repr(_short(data.get("content") or ""))
-    elif kind == "tool":
-        outcome = f"error: {data['error']}" if "error" in data else json.dumps(data.get("result"))
-        summary = f"{data.get('name')}({data.get('arguments')}) -> {_short(outcome, 300)}"
-    elif kind == "finish":
-        summary = repr(_short(data.get("output") or ""))
-    elif kind == "start":
-        summary = f"session={data.get('session_id')} history={data.get('history_len')}"
-    else:
-        summary = _short(json.dumps(data))
-    if "error" in data and kind != "tool":
-        summary = f"error: {data['error']}"
-    head = f"[{record['seq']}] {kind:<6} {status:<5}"
-    return f"{head} attempt={record.get('attempt', 1)} {record.get('duration_ms', 0):.0f}ms {summary}"
-
-
-def _short(text: str, limit: int = 200) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+        elif event.kind == "step":
+            yield event.data

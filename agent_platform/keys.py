@@ -11,6 +11,8 @@ on a cluster::
     <base>:{<id>}:done          hash: tool calls already checkpointed (<step_seq>:<index>)
     <base>:{<id>}:runs          hash: the run in progress of each step (lost-run detection)
     <base>:{<id>}:messages      list: the turn's chat messages after the user's message
+    <base>:{<id>}:tokens        stream: the model's deltas for live clients (TTL)
+    <base>:{<id>}:tokens:run    string: the model call that may publish tokens
     <base>:{<id>}:lease:<step_seq>:<index>   string with a TTL: a step's lease
     <base>:{<id>}:callback, :bus-response    markers: a finish hook ran once
 
@@ -27,7 +29,7 @@ import hashlib
 from .ids import validate_id
 
 #: Parts of a workflow deleted by a purge (leases are found by pattern: they have TTLs).
-WORKFLOW_PARTS = ("meta", "steps", "done", "runs", "messages", "callback", "bus-response")
+WORKFLOW_PARTS = ("meta", "steps", "done", "runs", "messages", "tokens", "tokens:run", "callback", "bus-response")
 
 
 def queue_name(agent: str) -> str:
@@ -74,10 +76,9 @@ class WorkflowKeys:
         """A short lock: one worker sweeps this store per interval."""
         return f"{self.base}:sweeper-lock"
 
-    @property
-    def fault_fired(self) -> str:
-        """Crash tests: set once a fault injection fired (AGENT_PLATFORM_FAULT)."""
-        return f"{self.base}:fault-fired"
+    def fault_fired(self, fault: str) -> str:
+        """Crash tests: set once the fault injection ``fault`` fired (AGENT_PLATFORM_FAULT)."""
+        return f"{self.base}:fault-fired:{fault}"
 
     def session(self, agent: str, session_id: str) -> str:
         """List of a session's unfinished turns in start order."""
@@ -108,6 +109,11 @@ def registry(prefix: str, registry_key: str) -> str:
 def topic(prefix: str, name: str) -> str:
     """The Redis Stream of a bus topic: ``<prefix>topic:<name>``."""
     return f"{prefix}topic:{name}"
+
+
+def bus_fault_fired(prefix: str) -> str:
+    """Crash tests: set once the bus's fault injection fired (``bus_exit_before_ack``)."""
+    return f"{prefix}bus:fault-fired"
 
 
 def bus_seen(prefix: str, agent: str, message_id: str) -> str:

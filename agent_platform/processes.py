@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -32,7 +33,7 @@ from typing import Any, Self
 
 from .errors import ConfigurationError
 
-__all__ = ["ManagedProcess", "ProcessFailed", "free_port", "tail"]
+__all__ = ["ManagedProcess", "ProcessFailed", "free_port", "gunicorn_command", "tail"]
 
 
 class ProcessFailed(ConfigurationError):
@@ -331,3 +332,15 @@ class ManagedProcess:
         stream = getattr(self.proc, "stdout", None)
         if stream is not None and not stream.closed:
             stream.close()
+
+
+def gunicorn_command(*args: str) -> list[str]:
+    """The web process as the Procfile runs it: ``python -m gunicorn --config
+    <web/gunicorn.conf.py> web:create_app() *args`` (gevent workers, see that file);
+    flags in ``args`` (``--bind``, ``--workers``...) win over the file."""
+    spec = importlib.util.find_spec("web")  # finds the package without importing it
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    if not folders:
+        raise FileNotFoundError("the 'web' package of agent-platform is not installed")
+    config = str(Path(folders[0]) / "gunicorn.conf.py")
+    return [sys.executable, "-m", "gunicorn", "--config", config, "web:create_app()", *args]

@@ -25,6 +25,7 @@ from typing import Any
 
 from . import keys
 from .store.workflows import now_iso, now_ms
+from .supervision import fault_point, supervise
 
 log = logging.getLogger("agent_platform.registry")
 
@@ -121,6 +122,8 @@ class RegistryHeartbeat(threading.Thread):
         hostname: the worker's name (the Celery hostname).
         agents: a callable returning the names of the agents this worker serves (read
             at each beat: the queues a worker consumes may change).
+
+    An unexpected error restarts the loop with a log line (``agent_platform.supervision``).
     """
 
     def __init__(self, runtime: Any, hostname: str, agents: Callable[[], Iterable[str]]) -> None:
@@ -153,9 +156,13 @@ class RegistryHeartbeat(threading.Thread):
         self._subscribed.add(agent.name)
 
     def run(self) -> None:
+        supervise("registry", self._loop, self.stopped)
+
+    def _loop(self) -> None:
         interval = self.runtime.settings.registry_heartbeat
         while True:
             started = time.monotonic()
+            fault_point("registry", self.runtime.settings.fault)
             try:
                 self.beat()
             except Exception as exc:  # Redis away or a bad component: try again next beat

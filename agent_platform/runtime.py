@@ -16,13 +16,12 @@ from typing import Any
 from .agent import AssistantAgent
 from .broker import BrokerTarget, broker_target
 from .components import ComponentSet, RedisTarget, default_redis_url, get_component, load_components, redis_target
+from .connections import connect
 from .engine.dispatch import Dispatcher, StepMessage, task_kind
 from .engine.seam import FinishHook
 from .errors import AgentNotFound, ConfigurationError, WorkflowNotFound
 from .ids import new_workflow_id, validate_id
 from .memory.base import SessionHistory
-from .redis_clients import connect
-from .redis_clients import redis_client as redis_client  # re-exported: the one-server client
 from .settings import Settings
 from .store.workflows import WorkflowStore
 
@@ -78,6 +77,9 @@ class Runtime:
         agents: the agents (default: those named by ``settings.agent_app``).
         dispatcher: how steps are enqueued (the Celery layer's), or None in read-only use.
         worker: this process's name in step records (the Celery hostname).
+        redis_timeout: None for patient Redis clients (workers, bus); else the seconds a
+            Redis command may wait before it fails (the web app: a quick 503), see
+            :func:`agent_platform.connections.redis_client`.
     """
 
     def __init__(
@@ -86,11 +88,13 @@ class Runtime:
         agents: list[AssistantAgent] | None = None,
         dispatcher: Dispatcher | None = None,
         worker: str = "",
+        redis_timeout: float | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
         self.agents = {a.name: a for a in (agents if agents is not None else load_agents(self.settings.agent_app))}
         self.dispatcher = dispatcher
         self.worker = worker
+        self.redis_timeout = redis_timeout
         self.components: ComponentSet = load_components(self.settings.components_path)
         self._apply_model_component()
         self._clients: dict[RedisTarget, Any] = {}
@@ -146,7 +150,7 @@ class Runtime:
         with self._lock:
             client = self._clients.get(identity)
             if client is None:
-                client = self._clients[identity] = connect(target)
+                client = self._clients[identity] = connect(target, self.redis_timeout)
         return client, target.key_prefix
 
     def broker(self) -> BrokerTarget:

@@ -46,6 +46,13 @@ ENV_FIELDS: dict[str, str] = {
     "AGENT_PLATFORM_MAX_LOST_ATTEMPTS": "max_lost_attempts",
     "AGENT_PLATFORM_LOCAL_STEPS": "local_steps",
     "AGENT_PLATFORM_LOCAL_STEPS_BUDGET": "local_steps_budget",
+    "AGENT_PLATFORM_TOKEN_STREAM_TTL": "token_stream_ttl",
+    "AGENT_PLATFORM_TOKEN_STREAM_MAXLEN": "token_stream_maxlen",
+    # limits and timeouts of the operations side (README "Limits and timeouts")
+    "AGENT_PLATFORM_WEB_REDIS_TIMEOUT": "web_redis_timeout",
+    "AGENT_PLATFORM_BODY_TIMEOUT": "body_timeout",
+    "AGENT_PLATFORM_MAX_EVENTS_PER_WORKFLOW": "max_events_per_workflow",
+    "AGENT_PLATFORM_CALLBACK_ALLOW": "callback_allow",
 }
 
 
@@ -83,8 +90,9 @@ class Settings:
         web_url: the web app's public base URL, for links the CLI prints (default
             ``http://localhost:$PORT``, 8000 without ``PORT``).
         flower_url: Flower's base URL; the inspector links each step's Celery task there.
-        fault: fault-injection point for crash tests (``exit_after_checkpoint:<kind>``,
-            ``bus_exit_before_ack``).
+        fault: fault-injection point for crash tests: ``exit_after_checkpoint:<kind>``
+            SIGKILLs the process once right after the checkpoint of a ``<kind>`` record
+            (``start``, ``llm``, ``tool``, ``finish``), ``bus_exit_before_ack``.
         registry_heartbeat: seconds between two registry heartbeats of a worker.
         registry_stale_after: seconds after which ``GET /agents`` marks an agent stale
             (0: three heartbeat intervals).
@@ -101,6 +109,21 @@ class Settings:
             before them (every agent; ``AssistantAgent(local_steps=True)`` for one).
         local_steps_budget: seconds one task may keep running local steps before it hands
             the rest of the turn back to the broker.
+        token_stream_ttl: seconds a workflow's token stream (the model's deltas for live
+            clients, not part of any checkpoint) lives after its last entry.
+        token_stream_maxlen: approximate cap on entries of one token stream (``MAXLEN ~``).
+        web_redis_timeout: seconds the web app waits for Redis (connect, then each reply)
+            before it answers 503 with ``Retry-After``; workers and the bus wait longer
+            (``agent_platform.connections``).
+        body_timeout: seconds a client has to send a whole request body once its headers
+            arrived; then 408 and the connection is closed (gevent workers, see
+            ``web/body.py``).
+        max_events_per_workflow: events a workflow accepts without waiting for them
+            (raise-event of a name it does not wait for: each one a step record); one
+            more answers 409 ``too_many_events``. Events it waits for always pass.
+            0: no limit.
+        callback_allow: comma-separated networks (CIDR) that ``callback_url`` may reach
+            although they are loopback, private, link-local... (default none).
     """
 
     agent_app: str | None = None
@@ -132,6 +155,12 @@ class Settings:
     max_lost_attempts: int = 3
     local_steps: bool = False
     local_steps_budget: float = 60.0
+    token_stream_ttl: float = 300.0
+    token_stream_maxlen: int = 5000
+    web_redis_timeout: float = 2.0
+    body_timeout: float = 10.0
+    max_events_per_workflow: int = 32
+    callback_allow: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

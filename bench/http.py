@@ -1,7 +1,7 @@
 """``POST /start-workflow`` through gunicorn: ``python -m bench.http``.
 
-The web app (``gunicorn "web:create_app()"`` with 2 workers, ``--worker-class gthread
---threads 16``, as in the Procfile) serves on 127.0.0.1 against the benchmark's private
+The web app (``gunicorn "web:create_app()"`` with 2 gevent workers from
+``web/gunicorn.conf.py``, as in the Procfile) serves on 127.0.0.1 against the benchmark's private
 Redis; no Celery worker runs, so every request does the API's own work only: validate,
 create the workflow (status hash, indexes, session list) and enqueue its ``start`` step
 on the broker. The load client is this process: ``--clients`` threads, each with its own
@@ -18,27 +18,19 @@ check, the workflows created and ``start`` steps queued in Redis. The client sha
 from __future__ import annotations
 
 import argparse
-import sys
 import threading
 import time
 import uuid
 
 import httpx
 
-from agent_platform.processes import ManagedProcess, ProcessFailed, free_port
+from agent_platform.processes import ManagedProcess, ProcessFailed, free_port, gunicorn_command
 
 from .common import REPO, Bench, note, percentile, print_header, print_table
 
 
-def start_gunicorn(bench: Bench, port: int, workers: int, threads: int) -> ManagedProcess:
-    cmd = [
-        sys.executable, "-m", "gunicorn", "web:create_app()",
-        "--bind", f"127.0.0.1:{port}",
-        "--workers", str(workers),
-        "--worker-class", "gthread",
-        "--threads", str(threads),
-        "--log-level", "warning",
-    ]  # fmt: skip
+def start_gunicorn(bench: Bench, port: int, workers: int) -> ManagedProcess:
+    cmd = gunicorn_command("--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--log-level", "warning")
     proc = ManagedProcess("gunicorn", cmd, env=bench.env, cwd=REPO, log_path=bench.dir / "gunicorn.log").start()
 
     def up() -> bool:
@@ -100,7 +92,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", type=int, default=8, help="client threads (default 8)")
     parser.add_argument("--warmup", type=int, default=200, help="uncounted warm-up requests (default 200)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
-    parser.add_argument("--threads", type=int, default=16, help="threads per gunicorn worker (default 16)")
     args = parser.parse_args(argv)
 
     print_header("bench.http: POST /start-workflow through gunicorn")
@@ -108,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         print(bench.describe())
         print()
         port = free_port()
-        proc = start_gunicorn(bench, port, args.workers, args.threads)
+        proc = start_gunicorn(bench, port, args.workers)
         try:
             base = f"http://127.0.0.1:{port}"
             note(f"gunicorn up on {base}; {args.warmup} warm-up requests")
@@ -122,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
             proc.stop(timeout=15)
     ms = [x * 1000 for x in latencies]
     print(
-        f"gunicorn: {args.workers} workers, gthread, {args.threads} threads each; client: {args.clients} threads "
+        f"gunicorn: {args.workers} gevent workers (web/gunicorn.conf.py); client: {args.clients} threads "
         f"(httpx, keep-alive), {args.seconds:g} s or {args.max_requests} requests"
     )
     print_table(

@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> None:
                 except Exception as exc:
                     note(f"closing a peer failed: {exc}")
     _report(systems, model_times, notes)
+    importlib.import_module("bench.streaming_cost").report()  # the cost of streaming per llm step
 
 
 def _report(systems: list[System], model_times: list[float], notes: list[str]) -> None:

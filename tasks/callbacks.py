@@ -7,6 +7,8 @@ from typing import Any
 
 import httpx
 
+from agent_platform.egress import resolve
+from agent_platform.errors import CallbackNotAllowed
 from agent_platform.keys import queue_name
 from agent_platform.status import public_status
 from agent_platform.store.state import WorkflowState
@@ -20,11 +22,38 @@ class CallbackRefused(Exception):
     """Raised when the callback endpoint answers 429 or 5xx (worth another attempt)."""
 
 
+def post_checked(url: str, payload: Any, headers: dict[str, str], allow: str, timeout: float = 10.0) -> httpx.Response:
+    """POST ``payload`` as JSON to ``url`` at the address :func:`agent_platform.egress.resolve`
+    checked, so the connection goes where the check looked (no second DNS lookup).
+
+    The request keeps the URL's host in its ``Host`` header and, for https, as the TLS
+    server name (httpcore's ``sni_hostname``), so certificates are verified for that name.
+    Redirects are not followed; proxies from the environment are not used (the request
+    would go to the proxy, not to the checked address).
+
+    Raises:
+        CallbackNotAllowed: the URL's host is, or resolves to, an address not allowed.
+        httpx.HTTPError: the connection failed (a name that does not resolve too).
+    """
+    try:
+        target = resolve(url, allow)
+    except OSError as exc:  # the resolver failed (perhaps for a moment): worth another attempt
+        raise httpx.ConnectError(f"cannot resolve the callback host: {exc}") from exc
+    with httpx.Client(follow_redirects=False, trust_env=False, timeout=timeout) as client:
+        request = client.build_request("POST", url, json=payload, headers=headers)
+        request.url = request.url.copy_with(host=target.address)
+        if request.url.scheme == "https":
+            request.extensions = {**request.extensions, "sni_hostname": target.host}
+        return client.send(request)
+
+
 def register_callbacks(app: Any, runtime: Any) -> None:
     """Register the callback task and the finish hook that sends it once per workflow.
 
     Retries use Celery's ``autoretry_for`` with exponential backoff and jitter
-    (``retry_backoff``), up to 8 attempts over about 10 minutes.
+    (``retry_backoff``), up to 8 attempts over about 10 minutes: connection errors, 429
+    and 5xx. A target that is not allowed (:mod:`agent_platform.egress`), a redirect and
+    other 4xx answers are final.
     """
 
     @app.task(
@@ -40,20 +69,23 @@ def register_callbacks(app: Any, runtime: Any) -> None:
         shared=False,
     )
     def deliver_callback(self: Any, agent: str, workflow_id: str) -> int:
-        """POST the final status JSON to the workflow's ``callback_url``; returns the HTTP status."""
+        """POST the final status JSON to the workflow's ``callback_url``; returns the HTTP
+        status (0: nothing sent: no URL, or its address is not allowed)."""
         state = runtime.store_for(agent).state(workflow_id)
         url = state.callback_url
         if not url:
             return 0
-        response = httpx.post(
-            url,
-            json=public_status(state),
-            timeout=10.0,
-            headers={"Idempotency-Key": f"{workflow_id}:callback", "User-Agent": "agent-platform"},
-        )
+        headers = {"Idempotency-Key": f"{workflow_id}:callback", "User-Agent": "agent-platform"}
+        try:
+            response = post_checked(url, public_status(state), headers, runtime.settings.callback_allow)
+        except CallbackNotAllowed as exc:  # a refusal is final: never retried
+            log.warning("callback for %s not sent: %s", workflow_id, exc)
+            return 0
         if response.status_code == 429 or response.status_code >= 500:
             raise CallbackRefused(f"callback answered {response.status_code}")
-        if response.status_code >= 400:
+        if response.is_redirect:
+            log.warning("callback for %s answered %s; redirects are not followed", workflow_id, response.status_code)
+        elif response.status_code >= 400:
             log.warning("callback for %s answered %s; not retried", workflow_id, response.status_code)
         return response.status_code
 

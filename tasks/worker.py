@@ -12,13 +12,16 @@ from celery import signals
 from agent_platform.engine.draining import set_draining
 from agent_platform.engine.sweeper import sweep_due, sweep_once
 from agent_platform.registry import RegistryHeartbeat
+from agent_platform.supervision import fault_point, supervise
 
 log = logging.getLogger("agent_platform.worker")
 
 
 class SweeperThread(threading.Thread):
     """Runs :func:`sweep_due` every ``settings.sweep_interval`` seconds in the worker's
-    main process; a short Redis lock per store lets one worker sweep each store per interval."""
+    main process; a short Redis lock per store lets one worker sweep each store per
+    interval. An unexpected error restarts the loop with a log line
+    (``agent_platform.supervision``)."""
 
     def __init__(self, runtime: Any) -> None:
         super().__init__(name="agent-platform-sweeper", daemon=True)
@@ -26,12 +29,16 @@ class SweeperThread(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
-        interval = self.runtime.settings.sweep_interval
         try:  # once at start: take over the steps of dead processes of this host now
             sweep_once(self.runtime, everything=True)
         except Exception as exc:
             log.warning("start-up sweep failed: %s", exc)
+        supervise("sweeper", self._loop, self.stopped)
+
+    def _loop(self) -> None:
+        interval = self.runtime.settings.sweep_interval
         while not self.stopped.wait(interval):
+            fault_point("sweeper", self.runtime.settings.fault)
             try:
                 sweep_due(self.runtime)
             except Exception as exc:  # Redis away: try again next interval

@@ -18,10 +18,11 @@ import httpx
 import psutil
 
 from agent_platform.processes import ManagedProcess, ProcessFailed, free_port
+from agent_platform.store.state import TERMINAL as TERMINAL_STATUSES
 
 from .workers import REPO, wait_until
 
-TERMINAL = ("COMPLETED", "FAILED", "TERMINATED")
+TERMINAL = tuple(sorted(TERMINAL_STATUSES))
 
 #: The components of the Dapr Agents tutorial (names as in its ``components/`` folder).
 TUTORIAL_COMPONENTS = {

@@ -8,7 +8,10 @@ import os
 import re
 import shlex
 import signal
+import socket
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -16,6 +19,8 @@ from typing import Any, Self
 import httpx
 import psutil
 import redis
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
 
 from agent_platform.embedded_redis import find_redis_server
 from agent_platform.processes import ManagedProcess, ProcessFailed, free_port
@@ -218,3 +223,88 @@ class PasswordRedis:
 def dotenv(values: dict[str, str]) -> str:
     """A ``.env`` file's text (honcho's format: KEY=value lines)."""
     return "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())
+
+
+# -- a callback receiver ----------------------------------------------------------------
+
+
+class CallbackReceiver:
+    """A tiny HTTP endpoint (werkzeug, in a thread) on ``host`` that records the requests
+    it receives and answers them with the statuses in ``answers`` (then 200); with
+    ``redirect_to``, every answer is a 302 to that URL."""
+
+    def __init__(self, answers: list[int] | None = None, host: str = "127.0.0.1", redirect_to: str = "") -> None:
+        self.answers = list(answers or [])
+        self.redirect_to = redirect_to
+        self.host = host
+        self.posts: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self.server = make_server(host, 0, self.app, threaded=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.server.port}/hook"
+
+    @Request.application  # type: ignore[arg-type]
+    def app(self, request: Request) -> Response:
+        with self.lock:
+            self.posts.append(
+                {"method": request.method, "headers": dict(request.headers), "json": request.get_json(silent=True)}
+            )
+            status = self.answers.pop(0) if self.answers else 200
+        if self.redirect_to:
+            return Response("", status=302, headers={"Location": self.redirect_to})
+        return Response("{}", status=status, mimetype="application/json")
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.posts)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.thread.join()
+        self.server.server_close()
+
+
+# -- raw sockets --------------------------------------------------------------------------
+
+
+def slow_body_connection(port: int, path: str = "/start-workflow") -> socket.socket:
+    """A connection that sends a request's headers with ``Content-Length: 100``, then 10
+    bytes of the body, and nothing more (case C16)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+    sock.sendall(head.encode() + b"Content-Length: 100\r\n\r\n" + b'{"task": "')
+    return sock
+
+
+def read_until_closed(sock: socket.socket, timeout: float) -> tuple[bytes, float]:
+    """Everything the server sends until it closes the connection, and when (monotonic)."""
+    sock.settimeout(timeout)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data, time.monotonic()
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses with a TCP socket listening on ``port`` (``/proc/net/tcp`` and
+    ``tcp6``: ``0100007F`` is 127.0.0.1, ``00000000`` every IPv4 interface)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            address, _, hex_port = fields[1].partition(":")
+            if fields[3] == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                found.add(address)
+    return found

@@ -159,7 +159,7 @@ def test_worker_web_and_flower_commands_start_the_standard_servers(platform: Pla
     env = {
         **os.environ,
         **{"FLOWER_PORT": str(flower_port), "FLOWER_BASIC_AUTH": "ops:cli-pw"},
-        **{"WORKER_CONCURRENCY": "1", "WEB_CONCURRENCY": "1", "WEB_THREADS": "4"},
+        **{"WORKER_CONCURRENCY": "1", "WEB_CONCURRENCY": "1", "WEB_CONNECTIONS": "50"},
     }
     procs = {
         "worker": Proc(
@@ -172,8 +172,8 @@ def test_worker_web_and_flower_commands_start_the_standard_servers(platform: Pla
         procs["worker"].wait_for(r"cli@\S+ ready\.")
         assert "-c 1" in procs["worker"].log() or "--concurrency 1" in procs["worker"].log()
         assert wait_http(f"http://127.0.0.1:{port}/health").json() == {"status": "ok"}
-        assert procs["web"].wait_for(r"Using worker: (\w+)").group(1) == "gthread"
-        assert "--threads 4 --worker-connections 4 --keep-alive 0" in procs["web"].log()
+        assert procs["web"].wait_for(r"Using worker: (\w+)").group(1) == "gevent"  # web/gunicorn.conf.py
+        assert "gunicorn.conf.py web:create_app() --bind" in procs["web"].log()
         wait_http(f"http://127.0.0.1:{flower_port}/api/tasks", auth=("ops", "cli-pw"))
         assert httpx.get(f"http://127.0.0.1:{flower_port}/api/tasks", timeout=10).status_code == 401
     finally:

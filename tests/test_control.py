@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 import redis
-from werkzeug.serving import make_server
-from werkzeug.wrappers import Request, Response
 
 from agent_platform.testing import ScriptedModel, text, tool_call
 
 from .agents_failures import tool_events
 from .helpers import Api, Platform, chain_problems
+from .ops_helpers import CallbackReceiver
 from .workers import wait_until
 
 AGENT_APP = "tests.agents_failures:ops_buddy"
@@ -31,6 +29,7 @@ PLATFORM_ENV = {
     "AGENT_PLATFORM_SWEEP_INTERVAL": "0.5",
     "AGENT_PLATFORM_DISPATCH_GRACE": "5",
     "AGENT_PLATFORM_LLM_BACKOFF": "0.05",
+    "AGENT_PLATFORM_CALLBACK_ALLOW": "127.0.0.0/8",  # the callback receiver of these tests (C20)
 }
 
 
@@ -354,41 +353,6 @@ def test_idempotency_key_returns_the_same_workflow_or_409(api: Api, model: Scrip
 
 
 # -- callback_url -----------------------------------------------------------------------
-
-
-class CallbackReceiver:
-    """A tiny HTTP endpoint (werkzeug, in a thread) that records the POSTs it receives
-    and answers them with the statuses in ``answers`` (then 200)."""
-
-    def __init__(self, answers: list[int] | None = None) -> None:
-        self.answers = list(answers or [])
-        self.posts: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-        self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.port}/hook"
-
-    @Request.application  # type: ignore[arg-type]
-    def app(self, request: Request) -> Response:
-        with self.lock:
-            self.posts.append(
-                {"method": request.method, "headers": dict(request.headers), "json": request.get_json(silent=True)}
-            )
-            status = self.answers.pop(0) if self.answers else 200
-        return Response("{}", status=status, mimetype="application/json")
-
-    def count(self) -> int:
-        with self.lock:
-            return len(self.posts)
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.thread.join()
-        self.server.server_close()
 
 
 @pytest.fixture

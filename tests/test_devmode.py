@@ -92,8 +92,8 @@ def test_sigterm_mid_turn_then_restart_resumes_and_leaves_nothing_behind(tmp_pat
 
 def _read_steps_offline(tmp_path: Path, wf: str) -> list[dict]:
     """Read a workflow's step log from the dev-mode Redis data folder, with dev mode stopped."""
+    from agent_platform.connections import redis_client
     from agent_platform.embedded_redis import EmbeddedRedis
-    from agent_platform.runtime import redis_client
     from agent_platform.store.workflows import WorkflowStore
 
     with EmbeddedRedis(tmp_path / "data" / "redis") as server:
@@ -125,6 +125,10 @@ def test_the_demo_on_the_local_model_prints_plain_text(tmp_path: Path) -> None:
         assert "status: COMPLETED" in output, output[-4000:]
         assert re.search(r"\] tool +ok .*search_flights\(.*SkyHighAir.*GlobalWings", output), output[-4000:]
         assert "answer: " in output and not HTML_ENTITY.search(output), output[-4000:]
+        # the answer is shown as the model writes it (issue 14), before the step that records it
+        lines = output.splitlines()
+        answer_step = max(i for i, line in enumerate(lines) if re.match(r"\[\d+\] llm ", line))
+        assert any(line.startswith("  > ") for line in lines[:answer_step]), output[-4000:]
         assert_all_gone(seen)
     finally:
         proc.kill()

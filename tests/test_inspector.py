@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +20,7 @@ import httpx
 import pytest
 
 from agent_platform.processes import free_port
-from agent_platform.testing import delay, text, tool_call
+from agent_platform.testing import delay, streamed, text, tool_call
 
 from .browser import chromium, chromium_missing
 from .helpers import WebServer, create_web_app
@@ -127,6 +128,30 @@ def test_run_page_follows_the_paris_turn_live_in_order_with_the_tool_result(page
     # A finished run offers Purge only.
     expect(page.locator(".actions summary.btn")).to_have_text(["Purge"])
     assert problems == []
+
+
+def test_run_page_shows_the_answer_as_it_is_written(page: Any, api: Any, model: Any) -> None:
+    """Issue 14: the page shows the model's text growing (token events), then the step."""
+    answer = "GlobalWings flies to Paris for $375.50, SkyHighAir for $450.00."
+    gate = threading.Event()
+    try:
+        model.add(
+            tool_call("search_flights", {"destination": "Paris"}),
+            streamed(text(answer), chunk_chars=3, hold=gate, hold_after=8),  # 7 pieces, then held
+        )
+        workflow_id = start(api, PARIS)
+        page.goto(run_url(api, workflow_id))
+        box = page.locator("[data-writing]")
+        expect(box.locator("[data-writing-text]")).to_have_text(answer[:21], timeout=20_000)
+        expect(box).to_be_visible()
+        expect(box.locator("[data-writing-step]")).to_have_text("step 3, attempt 1")
+        expect(page.locator("article.step")).to_have_count(3)  # the answer's record is not written yet
+        gate.set()
+        expect(page.locator("[data-region=head] [data-status]")).to_have_text("COMPLETED", timeout=20_000)
+        expect(box).to_be_hidden()  # the step's record holds the whole answer now
+        expect(page.locator("#step-4 .f-output")).to_contain_text(answer)
+    finally:
+        gate.set()
 
 
 def test_pages_read_and_act_with_javascript_off(browser: Any, api: Any, model: Any) -> None:

@@ -55,12 +55,15 @@ def gate() -> Iterator[threading.Event]:
 
 
 def _steps_and_status(events: list[SseEvent]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The step records and the final status; the model's ``token`` events between them
+    (tests/test_streaming.py checks those) are set aside."""
     assert events and events[-1].event == "status", [e.event for e in events]
-    assert all(e.event == "step" for e in events[:-1]), [e.event for e in events]
-    for event in events[:-1]:
+    assert {e.event for e in events[:-1]} <= {"step", "token"}, [e.event for e in events]
+    steps = [e for e in events[:-1] if e.event == "step"]
+    for event in steps:
         assert event.id == str(event.data["seq"]), event
     assert events[-1].id is None
-    return [e.data for e in events[:-1]], events[-1].data
+    return [e.data for e in steps], events[-1].data
 
 
 # -- scale-out --------------------------------------------------------------------------
@@ -121,7 +124,7 @@ def test_sse_reconnect_with_last_event_id_resumes_without_gaps_or_duplicates(
     wf = api.start_turn(QUESTION, session_id="sse-resume")
     url = f"/workflows/{wf}/events"
 
-    with SseStream(api.http, url) as stream:
+    with SseStream(api.http, f"{url}?tokens=0") as stream:  # steps only
         seen = [stream.next_event() for _ in range(3)]
     assert [e.data["kind"] for e in seen if e] == ["start", "llm", "tool"]
     assert api.status(wf)["runtime_status"] == "RUNNING"
@@ -229,7 +232,7 @@ def test_token_guards_every_route_but_health(guarded: WebServer, api: Api, model
 @pytest.fixture
 def gunicorn_web(platform: Platform, redis_server: Any, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """The Procfile's ``web`` line, as written, on a Redis database no worker serves;
-    2 processes of 11 threads: 22 requests at once, barely more than the test's 20 streams."""
+    2 gevent processes of 11 connections: 22 at once, barely more than the test's 20 streams."""
     client = redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + "/11")
     client.flushdb()
     client.close()
@@ -239,7 +242,7 @@ def gunicorn_web(platform: Platform, redis_server: Any, tmp_path: Path) -> Itera
         "web",
         process_env(
             {k: v for k, v in env.items() if v is not None}
-            | {"PORT": str(port), "WEB_CONCURRENCY": "2", "WEB_THREADS": "11"}
+            | {"PORT": str(port), "WEB_CONCURRENCY": "2", "WEB_CONNECTIONS": "11"}
         ),
         tmp_path / "web.log",
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -14,9 +15,11 @@ import pytest
 
 from agent_platform.testing import (
     ScriptedModel,
+    StreamStyle,
     delay,
     error,
     raw,
+    streamed,
     text,
     tool_call,
     tool_calls,
@@ -236,14 +239,99 @@ def test_wait_for_calls_times_out_with_a_clear_message(model: ScriptedModel) -> 
         model.wait_for_calls(1, timeout=0.05)
 
 
-def test_streaming_is_refused_without_taking_a_reply(model: ScriptedModel, client: openai.OpenAI) -> None:
-    model.add("kept")
+def _sdk_stream(client: openai.OpenAI, **kwargs: object) -> list[openai.types.chat.ChatCompletionChunk]:
+    """The chunks of a streamed call, as the official SDK reads them."""
+    return list(chat(client, stream=True, stream_options={"include_usage": True}, **kwargs))  # type: ignore[arg-type]
 
-    with pytest.raises(openai.BadRequestError, match="streaming"):
-        chat(client, stream=True)
 
-    assert chat(client).choices[0].message.content == "kept"
+def test_streamed_text_is_chunked_as_openai_streams_it(model: ScriptedModel, client: openai.OpenAI) -> None:
+    model.add(text("Fly on Monday, or on Tuesday."))
+
+    chunks = _sdk_stream(client)
+
+    assert all(c.object == "chat.completion.chunk" and c.id == chunks[0].id for c in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    parts = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(parts) > 1 and "".join(parts) == "Fly on Monday, or on Tuesday."
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    # usage only in a last chunk without choices, because the request asked for it
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
+    assert all(c.usage is None for c in chunks[:-1])
+    assert model.calls == 1 and model.requests[0]["stream"] is True
+
+
+def test_streamed_tool_calls_split_their_arguments(model: ScriptedModel, client: openai.OpenAI) -> None:
+    model.add(tool_calls(("search_flights", {"destination": "Paris"}), ("search_flights", {"destination": "Rome"})))
+
+    chunks = _sdk_stream(client)
+
+    calls: dict[int, dict[str, str]] = {}
+    for chunk in chunks:
+        for fragment in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+            call = calls.setdefault(fragment.index, {"id": "", "name": "", "arguments": ""})
+            call["id"] += fragment.id or ""
+            call["name"] += (fragment.function.name or "") if fragment.function else ""
+            call["arguments"] += (fragment.function.arguments or "") if fragment.function else ""
+    assert [json.loads(c["arguments"]) for c in calls.values()] == [{"destination": "Paris"}, {"destination": "Rome"}]
+    assert all(c["id"].startswith("call_") and c["name"] == "search_flights" for c in calls.values())
+    fragments = sum(len(c.choices[0].delta.tool_calls or []) for c in chunks if c.choices)
+    assert fragments > 4  # the arguments came in pieces
+
+
+def test_stream_style_quirks_and_ignore_stream(model: ScriptedModel, client: openai.OpenAI) -> None:
+    model.add(
+        streamed(tool_call("search_flights", {"destination": "Paris"}), tool_calls_in_one_chunk=True,
+                 omit_index=True, omit_id=True, finish_reason="stop", usage="finish"),
+        streamed("plain", ignore_stream=True),
+    )  # fmt: skip
+
+    events = _raw_sse(model, {"messages": USER, "stream": True})
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    (fragment,) = [f for c in chunks for f in c["choices"][0]["delta"].get("tool_calls") or []]
+    assert "index" not in fragment and "id" not in fragment
+    assert fragment["function"] == {"name": "search_flights", "arguments": '{"destination": "Paris"}'}
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop" and chunks[-1]["usage"]["completion_tokens"] > 0
+    # a server that ignores stream answers the plain completion
+    status, body = post_json(model.base_url + "/chat/completions", {"messages": USER, "stream": True})
+    assert status == 200 and body["choices"][0]["message"]["content"] == "plain"
+
+
+def test_errors_to_a_streamed_request_stay_json(model: ScriptedModel, client: openai.OpenAI) -> None:
+    model.add(error(429, headers={"Retry-After": "1"}), "kept")
+
+    with pytest.raises(openai.RateLimitError):
+        _sdk_stream(client)
+
+    assert "".join(c.choices[0].delta.content or "" for c in _sdk_stream(client) if c.choices) == "kept"
     assert model.calls == 2
+
+
+def test_a_held_stream_waits_half_written(model: ScriptedModel, client: openai.OpenAI) -> None:
+    gate = threading.Event()
+    model.stream = StreamStyle(chunk_chars=2, hold=gate, hold_after=3)
+    model.add(text("abcdefgh"))
+
+    with chat(client, stream=True) as stream:  # type: ignore[call-overload]
+        pieces = iter(stream)
+        got = [next(pieces).choices[0].delta.content for _ in range(3)]
+        assert got == ["", "ab", "cd"]  # the role chunk, then two pieces; the rest waits
+        gate.set()
+        rest = [c.choices[0].delta.content or "" for c in pieces if c.choices]
+    assert "".join(got[1:] + rest) == "abcdefgh"
+
+
+def _raw_sse(model: ScriptedModel, body: dict) -> list[str]:
+    request = urllib.request.Request(
+        model.base_url + "/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        text_ = response.read().decode()
+    return [line[len("data: ") :] for line in text_.split("\n") if line.startswith("data: ")]
 
 
 def test_raw_body_is_sent_unchanged(model: ScriptedModel) -> None:

@@ -13,6 +13,7 @@ from pydantic import ValidationError as PydanticValidationError
 from agent_platform.runtime import Runtime
 from agent_platform.settings import Settings
 
+from .body import has_body, read_body
 from .errors import error_response, install_error_handlers
 from .json_provider import StrictJSONProvider
 
@@ -48,7 +49,8 @@ def create_app(test_config: dict[str, Any] | None = None, runtime: Runtime | Non
 
     test_config = dict(test_config or {})
     settings = test_config.pop("SETTINGS", None) or (runtime.settings if runtime else Settings.from_env())
-    runtime = runtime or Runtime(settings)
+    # The web app's Redis clients fail fast (a 503 within web_redis_timeout), see web/errors.py
+    runtime = runtime or Runtime(settings, redis_timeout=settings.web_redis_timeout)
     celery = create_celery(runtime=runtime)
     app = OpenAPI(
         __name__,
@@ -75,6 +77,8 @@ def create_app(test_config: dict[str, Any] | None = None, runtime: Runtime | Non
                 response = error_response(401, "unauthorized", "missing or wrong bearer token")
                 response.headers["WWW-Authenticate"] = 'Bearer realm="agent-platform"'
                 return response
+        if has_body(request.environ):  # 413 above the size limit (chunked too), 408 when it comes too slowly
+            read_body(request.environ, settings.max_request_bytes, settings.body_timeout)
         if request.method in JSON_METHODS and request.content_length != 0 and request.get_data(cache=True):
             if not request.is_json:
                 return error_response(415, "unsupported_media_type", "send the body as application/json")

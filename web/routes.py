@@ -7,6 +7,7 @@ from typing import Any
 from flask import current_app, request, url_for
 from flask_openapi3 import APIBlueprint, Tag
 
+from agent_platform.egress import check_at_start
 from agent_platform.engine import control
 from agent_platform.errors import AgentNotFound, ValidationError
 from agent_platform.status import public_status
@@ -64,12 +65,15 @@ def idempotency_key() -> str | None:
 def start_workflow(body: StartWorkflowRequest) -> Any:
     """Start one conversation turn; 202 with its id. Honours an ``Idempotency-Key`` header."""
     key = idempotency_key()
+    callback_url = str(body.callback_url) if body.callback_url else None
+    if callback_url:  # 422 for an internal address known now; names are checked again at send time
+        check_at_start(callback_url, runtime().settings.callback_allow)
     wf_id, created = runtime().start_workflow(
         choose_agent(body.agent),
         body.task,
         session_id=body.session_id,
         metadata=body.metadata,
-        callback_url=str(body.callback_url) if body.callback_url else None,
+        callback_url=callback_url,
         idempotency_key=key,
     )
     status_url = url_for("workflows.get_workflow", workflow_id=wf_id, _external=True)

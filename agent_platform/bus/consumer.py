@@ -31,8 +31,10 @@ from typing import Any
 
 import redis
 
+from .. import keys
 from ..engine import control
 from ..errors import AgentPlatformError, BusError, InvalidTransition, WorkflowNotFound
+from ..supervision import fault_point, supervise
 from .dedup import BUSY, DONE, Dedup, derived_workflow_id
 from .messages import AgentTaskResponse, BroadcastMessage, CloudEvent, TriggerAction, parse_envelope
 from .responses import install
@@ -53,6 +55,8 @@ class AgentConsumer(threading.Thread):
         agent: the subscribing agent (its name is the consumer group).
         consumer: this process's consumer name (unique per process).
         stop: set to end the loop (checked between two blocking reads).
+
+    An unexpected error restarts the loop with a log line (``agent_platform.supervision``).
     """
 
     def __init__(self, runtime: Any, agent: Any, consumer: str, stop: threading.Event) -> None:
@@ -78,8 +82,12 @@ class AgentConsumer(threading.Thread):
             self.bus.ensure_group(self.broadcast, self.agent.name, "$")
 
     def run(self) -> None:
+        supervise(self.name, self._loop, self.stop)
+
+    def _loop(self) -> None:
         next_claim = 0.0
         while not self.stop.is_set():
+            fault_point("bus", self.runtime.settings.fault)
             try:
                 if time.monotonic() >= next_claim:
                     self.claim_stale()
@@ -209,7 +217,7 @@ class AgentConsumer(threading.Thread):
         once (per Redis) after a message's effect is stored and before its ``XACK``."""
         if self.runtime.settings.fault != FAULT_BEFORE_ACK:
             return
-        if self.bus.client.set(f"{self.bus.prefix}bus:fault-fired", "1", nx=True):
+        if self.bus.client.set(keys.bus_fault_fired(self.bus.prefix), "1", nx=True):
             log.warning("fault injection: SIGKILL before XACK")
             os.kill(os.getpid(), signal.SIGKILL)
 
@@ -245,6 +253,10 @@ def run_bus(runtime: Any, agents: list[str] | None = None, stop: threading.Event
         agents: the agents to subscribe (default: all loaded, i.e. ``AGENT_APP``).
         stop: an event that ends the loop (for embedding; signals set it too when this
             runs in the main thread).
+
+    Raises:
+        BusError: a consumer thread ended while the bus was not stopping (``agent-platform
+            bus`` then exits 1, so that its supervisor restarts it).
     """
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
@@ -259,9 +271,14 @@ def run_bus(runtime: Any, agents: list[str] | None = None, stop: threading.Event
         settings.bus_broadcast_topic,
         settings.bus_claim_idle,
     )
+    ended: list[str] = []
     while not stop.wait(0.5):
-        if not any(t.is_alive() for t in threads):
-            break
+        ended = [t.name for t in threads if not t.is_alive()]
+        if ended:  # not even supervision kept it: let the process supervisor restart the bus
+            log.error("bus consumer thread(s) %s ended; stopping the bus", ", ".join(ended))
+            stop.set()
     for thread in threads:
         thread.join(timeout=settings.bus_block + 5)
     log.info("bus stopped")
+    if ended:
+        raise BusError(f"bus consumer thread(s) {', '.join(ended)} ended")

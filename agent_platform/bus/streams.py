@@ -21,7 +21,7 @@ from typing import Any
 import redis
 
 from .. import keys
-from ..redis_clients import is_cluster
+from ..connections import block_ms_within, is_cluster, stream_entries
 from .messages import CloudEvent
 
 FIELD = "event"
@@ -102,17 +102,19 @@ class StreamBus:
         """New entries of ``topics`` for ``consumer`` of ``group`` (``XREADGROUP ... BLOCK``).
 
         Every topic must have the group (see :meth:`ensure_group`). Waits up to
-        ``block_ms`` when there is nothing; returns [] then. On Redis Cluster the topics'
-        streams live in different slots, and one ``XREADGROUP`` may only name keys of one
-        slot: each topic is read on its own, first without blocking, then blocking on each
-        in turn for a share of ``block_ms``.
+        ``block_ms`` when there is nothing (less when the client's socket timeout is
+        shorter: ``connections.block_ms_within``); returns [] then. RESP2 and RESP3
+        replies read the same. On Redis Cluster the topics' streams live in different
+        slots, and one ``XREADGROUP`` may only name keys of one slot: each topic is read on
+        its own, first without blocking, then blocking on each in turn for a share of the wait.
         """
+        block = block_ms_within(self.client, block_ms)
         streams = {self.key(t): t for t in topics}
         if not is_cluster(self.client) or len(streams) == 1:
-            return self._read(streams, group, consumer, count, block_ms)
-        for block in (None, max(1, block_ms // len(streams))):
+            return self._read(streams, group, consumer, count, block)
+        for wait in (None, max(1, block // len(streams))):
             for key, topic in streams.items():
-                found = self._read({key: topic}, group, consumer, count, block)
+                found = self._read({key: topic}, group, consumer, count, wait)
                 if found:
                     return found
         return []
@@ -123,7 +125,7 @@ class StreamBus:
         reply: Any = self.client.xreadgroup(group, consumer, dict.fromkeys(streams, ">"), count=count, block=block_ms)
         return [
             Delivery(streams[key], entry_id, (fields or {}).get(FIELD))
-            for key, entries in reply or []
+            for key, entries in stream_entries(reply)
             for entry_id, fields in entries
         ]
 

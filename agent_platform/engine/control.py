@@ -66,10 +66,17 @@ def raise_event(runtime: Runtime, workflow_id: str, name: str, payload: Any, wor
     """Deliver event ``name`` (a tool approval, another agent's response...); if the
     workflow waits for it, it is RUNNING again and its pending step is dispatched.
 
+    An event nobody waits for yet is stored with the workflow (as Dapr buffers events)
+    and logged as an ``event`` record: a later wait for that name reads it at once;
+    raising the name again replaces its payload. It stays until the workflow is purged.
+    A workflow holds at most ``settings.max_events_per_workflow`` such events (each
+    raise that did not wake it counts); the events it waits for always pass.
+
     Returns:
         True when the event woke the workflow (False: stored for a later wait).
 
     Raises:
-        WorkflowNotFound, InvalidTransition (the workflow has ended), ValidationError (name).
+        WorkflowNotFound, InvalidTransition (the workflow has ended), ValidationError (name),
+        TooManyEvents (the cap of events nobody waited for is reached).
     """
     return lifecycle.deliver_event(runtime, runtime.find_store(workflow_id), workflow_id, name, payload, worker)

@@ -9,6 +9,7 @@ a process that no longer exists (:func:`owner_is_dead`).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import socket
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ..store.workflows import WorkflowStore
     from .dispatch import StepMessage
+
+from ..supervision import fault_point, supervise
 
 log = logging.getLogger("agent_platform.leases")
 
@@ -56,7 +59,8 @@ def owner_is_dead(token: str | None) -> bool:
 class LeaseKeeper:
     """Renews the leases of the steps this process runs, from one daemon thread.
 
-    Use :func:`keeper` for the process's instance (a forked child gets its own).
+    Use :func:`keeper` for the process's instance (a forked child gets its own). An
+    unexpected error restarts the renewing loop with a log line (``agent_platform.supervision``).
     """
 
     def __init__(self) -> None:
@@ -71,7 +75,7 @@ class LeaseKeeper:
         with self._lock:
             self._leases[token] = (store, message, token, ttl)
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="agent-platform-leases", daemon=True)
+                self._thread = threading.Thread(target=self._supervised, name="agent-platform-leases", daemon=True)
                 self._thread.start()
 
     def drop(self, token: str) -> None:
@@ -79,16 +83,26 @@ class LeaseKeeper:
         with self._lock:
             self._leases.pop(token, None)
 
-    def _run(self) -> None:
+    def _supervised(self) -> None:
+        runs = itertools.count()
+        # never stopped: a daemon of the process; a restarted loop renews at once (time has passed)
+        supervise("leases", lambda: self._run(renew_now=next(runs) > 0), threading.Event())
+
+    def _run(self, renew_now: bool = False) -> None:
         while True:
             with self._lock:
                 held = list(self._leases.values())
             interval = min((ttl for *_, ttl in held), default=3.0) / 3
-            self._wake.wait(interval)
+            if not renew_now:
+                self._wake.wait(interval)
+                with self._lock:
+                    held = list(self._leases.values())
+            renew_now = False
             for store, message, token, ttl in held:
                 with self._lock:
                     if token not in self._leases:
                         continue
+                fault_point("leases")  # crash tests: while a lease is due for renewal
                 try:
                     m = message
                     if not store.renew_lease(m.workflow_id, m.step_seq, m.call_index, token, ttl):

@@ -75,11 +75,17 @@ def deliver_event(
     """Raise event ``name`` (one ``event`` record); when the workflow waited for it, it is
     RUNNING again and its pending step is dispatched. Returns True when it woke it.
 
+    An event nobody waits for yet is stored with the workflow (as Dapr buffers events): a
+    later wait for that name reads it at once; raising the name again replaces its
+    payload. A workflow holds at most ``settings.max_events_per_workflow`` such events;
+    the events it waits for always pass.
+
     Raises:
-        WorkflowNotFound, InvalidTransition (ended), ValidationError (name).
+        WorkflowNotFound, InvalidTransition (ended), ValidationError (name),
+        TooManyEvents (the cap of events nobody waited for is reached).
     """
     record = StepClock().record("event", "ok", 1, worker, {"name": name, "payload": payload})
-    woke = store.raise_event(workflow_id, name, payload, record)
+    woke = store.raise_event(workflow_id, name, payload, record, runtime.settings.max_events_per_workflow)
     if woke:
         redispatch(runtime, store, store.state(workflow_id), reason=f"event {name}")
     return woke

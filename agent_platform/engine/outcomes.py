@@ -101,9 +101,14 @@ class End:
 
     def plan(self) -> CheckpointPlan:
         updates = {"runtime_status": self.status.value, **self.updates}
-        stages = 1 + len(self.extra_records)
+        advance_by = 1 + len(self.extra_records)
         return CheckpointPlan(
-            "end", updates, dict(self.incr), stages=stages, extra_records=self.extra_records, messages=self.messages
+            "end",
+            updates,
+            dict(self.incr),
+            advance_by=advance_by,
+            extra_records=self.extra_records,
+            messages=self.messages,
         )
 
 

@@ -254,6 +254,7 @@ def _fault(runtime: Runtime, store: WorkflowStore, kind: str) -> None:
     """Crash tests: ``AGENT_PLATFORM_FAULT=exit_after_checkpoint:<kind>`` SIGKILLs this
     process once (per Redis) right after the checkpoint of a ``<kind>`` record, before
     anything follows it (the next dispatch, or finishing the turn)."""
-    if runtime.settings.fault == f"exit_after_checkpoint:{kind}" and store.fire_once():
+    fault = runtime.settings.fault
+    if fault == f"exit_after_checkpoint:{kind}" and store.fire_once(fault):
         log.warning("fault injection: SIGKILL after checkpoint of %s", kind)
         os.kill(os.getpid(), signal.SIGKILL)

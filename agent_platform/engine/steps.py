@@ -19,6 +19,7 @@ from .context import StepContext, backoff, fail
 from .outcomes import Advance, End, Outcome, RetryAfter, Suspend, ToolAnswered
 from .prompt import build_messages, fold, used_call_ids
 from .records import StepClock
+from .tokens import chat_streaming
 from .waits import approval_event_name, run_waiting_tool, wait_for
 
 
@@ -67,7 +68,8 @@ def run_llm(ctx: StepContext) -> Outcome:
     last = last_by_iterations or (limit_rounds is not None and rounds >= limit_rounds)
     tools = agent.tool_schemas()
     try:
-        reply = agent.llm.chat(messages, tools, "none" if (last and tools) else None, config=cfg)
+        # Streamed to the token side channel; the reply (and the record) is the same as unstreamed.
+        reply = chat_streaming(ctx, messages, tools, "none" if (last and tools) else None, cfg)
     except RetryableLLMError as exc:
         settings = ctx.settings
         if ctx.attempt >= settings.llm_max_attempts:

@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import logging
 import math
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import openai
@@ -24,6 +26,9 @@ import openai
 from ..errors import ConfigurationError, LLMError, RetryableLLMError
 from .deadline import MODEL_CALLS, DeadlineExceeded
 from .reply import AssistantReply, parse_chat_completion
+from .streaming import stream_chat
+
+log = logging.getLogger("agent_platform.llm")
 
 DEFAULT_MODEL = "gpt-4o-mini"
 #: Seconds a whole model call may take unless ``timeout`` or ``AGENT_PLATFORM_LLM_TIMEOUT`` says.
@@ -39,7 +44,8 @@ class OpenAIChatClient:
     (not at import): ``OPENAI_MODEL``, ``OPENAI_BASE_URL``, ``OPENAI_API_KEY``,
     ``AGENT_PLATFORM_LLM_TEMPERATURE``, ``AGENT_PLATFORM_LLM_MAX_TOOL_ROUNDS``,
     ``AGENT_PLATFORM_LLM_MAX_TOKENS``, ``AGENT_PLATFORM_LLM_TOOL_RESULT_ROLE``,
-    ``AGENT_PLATFORM_LLM_TIMEOUT`` (dev mode sets some of these for the embedded model).
+    ``AGENT_PLATFORM_LLM_TIMEOUT``, ``AGENT_PLATFORM_LLM_STREAM`` (dev mode sets some of
+    these for the embedded model).
 
     Args:
         model: model name sent as ``model`` (default ``$OPENAI_MODEL`` or gpt-4o-mini).
@@ -59,6 +65,10 @@ class OpenAIChatClient:
             as user messages, for servers whose chat template drops ``tool`` messages
             (llama-cpp-python's ``chatml-function-calling`` does).
         extra_body: extra JSON fields for every request (server-specific options).
+        stream: when a call with a delta listener is made with ``stream=True``: ``"on"``
+            (default: always), ``"text"`` (only calls that cannot call tools: for servers
+            that cannot stream tool calls, like llama-cpp-python's chatml-function-calling)
+            or ``"off"``. The reply is the same either way (:mod:`.streaming`).
     """
 
     def __init__(
@@ -72,6 +82,7 @@ class OpenAIChatClient:
         max_tokens: int | None = None,
         tool_result_role: str | None = None,
         extra_body: dict[str, Any] | None = None,
+        stream: str | None = None,
     ) -> None:
         self.model = model
         self.base_url = base_url
@@ -82,12 +93,15 @@ class OpenAIChatClient:
         self.max_tokens = max_tokens
         self.tool_result_role = tool_result_role
         self.extra_body = extra_body or {}
+        self.stream = stream
         #: Values of a ``conversation.openai`` component (``key``, ``model``, ``endpoint``,
         #: ``temperature``), used where neither an argument nor the environment sets one.
         self.component_defaults: dict[str, str] = {}
         self._client: openai.AsyncOpenAI | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
+        #: The server refused a streamed call with tools: later ones are not streamed.
+        self._no_stream_with_tools = False
 
     def __repr__(self) -> str:  # never show the key
         return f"<OpenAIChatClient model={self.model!r} base_url={self.base_url!r}>"
@@ -127,7 +141,11 @@ class OpenAIChatClient:
             timeout = _seconds("AGENT_PLATFORM_LLM_TIMEOUT", env.get("AGENT_PLATFORM_LLM_TIMEOUT"), DEFAULT_TIMEOUT)
         if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
             raise ConfigurationError(f"the model call timeout must be a positive number of seconds, not {timeout!r}")
+        stream = self.stream or env.get("AGENT_PLATFORM_LLM_STREAM") or "on"
+        if stream not in ("on", "text", "off"):
+            raise ConfigurationError(f"stream must be 'on', 'text' or 'off', not {stream!r}")
         return {
+            "stream": stream,
             "model": self.model or env.get("OPENAI_MODEL") or comp.get("model") or DEFAULT_MODEL,
             "base_url": base_url,
             "api_key": api_key or "not-needed",
@@ -152,12 +170,29 @@ class OpenAIChatClient:
                 self._client_loop = loop
             return self._client
 
+    def _stream_refused(self, cfg: dict[str, Any], with_tools: bool) -> None:
+        """The server refused ``stream=True``: remember it for calls with tools (a server
+        that cannot stream a tool choice), and drop the SDK client (the refused stream's
+        connection may be closing: it must not be reused)."""
+        if with_tools and not self._no_stream_with_tools:
+            self._no_stream_with_tools = True
+            log.warning("%s refused a streamed call with tools: such calls are no longer streamed", cfg["base_url"])
+        self.close()
+
+    def close(self) -> None:
+        """Close the SDK client and its kept-alive connections (the next call opens new ones)."""
+        with self._lock:
+            old, self._client = self._client, None
+        if old is not None:
+            MODEL_CALLS.run(old.close, 5.0)
+
     def chat(
         self,
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]] | None = None,
         tool_choice: str | None = None,
         config: dict[str, Any] | None = None,
+        on_delta: Callable[[dict[str, Any] | None], None] | None = None,
     ) -> AssistantReply:
         """Make one chat completion.
 
@@ -167,6 +202,9 @@ class OpenAIChatClient:
             tool_choice: ``"none"`` to forbid tool calls, ``"auto"``, or None.
             config: what :meth:`resolved` returned, when the caller has it already
                 (the engine reads ``max_tool_rounds`` first): not resolved twice.
+            on_delta: a listener of the model's deltas: the call is then streamed
+                (``stream=True``, unless ``stream`` says otherwise) within the same
+                deadline, and the reply is the same as unstreamed (:mod:`.streaming`).
 
         Returns:
             The parsed reply (see :func:`parse_chat_completion` for the servers' quirks).
@@ -197,8 +235,20 @@ class OpenAIChatClient:
             client = self._sdk(cfg, asyncio.get_running_loop())
             return client.chat.completions.with_raw_response.create(**request)
 
+        def open_stream() -> Any:  # runs on the event loop's thread
+            client = self._sdk(cfg, asyncio.get_running_loop())
+            options: dict[str, Any] = {"stream": True, "stream_options": {"include_usage": True}}
+            return client.chat.completions.with_streaming_response.create(**request, **options)
+
+        deadline = time.monotonic() + cfg["timeout"]
         try:
-            raw = MODEL_CALLS.run(call, cfg["timeout"])
+            mode = "text" if self._no_stream_with_tools and cfg["stream"] == "on" else cfg["stream"]
+            if on_delta is not None and _streams(mode, tools, request.get("tool_choice")):
+                streamed = stream_chat(open_stream, on_delta, cfg["timeout"])
+                if streamed is not None:
+                    return streamed
+                self._stream_refused(cfg, bool(tools))  # asked again, unstreamed, within the deadline
+            raw = MODEL_CALLS.run(call, max(0.001, deadline - time.monotonic()))
         except (DeadlineExceeded, openai.APITimeoutError) as exc:
             raise RetryableLLMError(
                 f"the model call did not finish within its deadline of {cfg['timeout']:g} s"
@@ -215,6 +265,11 @@ class OpenAIChatClient:
         except ValueError as exc:
             raise RetryableLLMError(f"the model server sent a body that is not JSON: {raw.text[:200]!r}") from exc
         return parse_chat_completion(body)
+
+
+def _streams(mode: str, tools: list[dict[str, Any]] | None, tool_choice: str | None) -> bool:
+    """Whether a call is streamed under ``mode`` (``on``, ``text``: only without tools, ``off``)."""
+    return mode == "on" or (mode == "text" and (not tools or tool_choice == "none"))
 
 
 def tool_results_as_user(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ Known differences handled here (each from the servers' issue trackers or measure
   (``call_<n>``) so the tool message can refer to it.
 - ``content`` may be null, missing or a list of parts (``[{"type": "text", ...}]``).
 - ``usage`` may be missing.
+- ``finish_reason`` may be ``"stop"`` beside tool calls: read as ``"tool_calls"``.
 - ``arguments`` may be ``""``, whitespace or ``null`` (no arguments: OpenAI itself sends
   ``""`` for a strict tool without parameters), or text that is not a JSON object.
 - ``content`` may be empty with no tool call (``finish_reason`` "stop"): a reply of
@@ -180,7 +181,8 @@ def parse_chat_completion(body: Any, id_prefix: str = "call") -> AssistantReply:
     return AssistantReply(
         content=content,
         tool_calls=calls,
-        finish_reason=choice.get("finish_reason"),
+        # "stop" beside tool calls (some servers, mostly when streaming) means the tool calls.
+        finish_reason="tool_calls" if calls and choice.get("finish_reason") == "stop" else choice.get("finish_reason"),
         usage={
             "prompt_tokens": _count(usage.get("prompt_tokens")),
             "completion_tokens": _count(usage.get("completion_tokens")),

@@ -20,10 +20,10 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
-from ..errors import IdempotencyConflict, InvalidTransition, WorkflowNotFound
+from ..connections import block_ms_within, is_cluster, stream_entries
+from ..errors import IdempotencyConflict, InvalidTransition, TooManyEvents, WorkflowNotFound
 from ..ids import validate_id
 from ..keys import WorkflowKeys
-from ..redis_clients import is_cluster
 from .queries import WorkflowQueries
 from .scripts import source
 from .state import RuntimeStatus, WorkflowState
@@ -104,13 +104,13 @@ class CheckpointPlan:
     """How a checkpoint moves the workflow (see ``store/lua/checkpoint.lua``).
 
     Attributes:
-        mode: ``advance`` (step_seq + ``stages``), ``tool`` (one call of a group; the last
+        mode: ``advance`` (step_seq + ``advance_by``), ``tool`` (one call of a group; the last
             one advances), ``stay`` (a retry or a wait: step_seq unchanged), ``end``
             (advances; the workflow leaves the sweeper's set in ``finish_workflow``).
         updates: status fields to set (JSON-encoded when not strings).
         incr: integer fields to increment.
         next: the next step (its JSON), stored when the workflow advances.
-        stages: how far step_seq moves when it advances.
+        advance_by: how far step_seq moves when it advances (one per record of the chain).
         extra_records: records appended after the step's own (a ``finish`` after ``llm``).
         messages: chat messages appended to the turn's messages (an ``llm`` step folds the
             tool results before it and its own reply).
@@ -121,7 +121,7 @@ class CheckpointPlan:
     updates: dict[str, Any] = field(default_factory=dict)
     incr: dict[str, int] = field(default_factory=dict)
     next: dict[str, Any] | None = None
-    stages: int = 1
+    advance_by: int = 1
     extra_records: tuple[dict[str, Any], ...] = ()
     messages: tuple[dict[str, Any], ...] | None = None
     suspend: dict[str, Any] | None = None
@@ -134,8 +134,8 @@ class CheckpointPlan:
             plan["incr"] = self.incr
         if self.next is not None:
             plan["next"] = json.dumps(self.next)
-        if self.stages != 1:
-            plan["stages"] = self.stages
+        if self.advance_by != 1:
+            plan["advance_by"] = self.advance_by
         if self.extra_records:
             plan["extra_records"] = [json.dumps(r) for r in self.extra_records]
         if self.messages is not None:
@@ -305,9 +305,11 @@ class WorkflowStore(WorkflowQueries):
         return [_record(fields) for _, fields in entries]
 
     def wait_steps(self, workflow_id: str, after: int, block_ms: int) -> list[dict[str, Any]]:
-        """Like :meth:`steps`, but blocks up to ``block_ms`` for new records (XREAD BLOCK)."""
-        reply = self.client.xread({self.key(workflow_id, "steps"): f"0-{after + 1}"}, block=block_ms)
-        return [_record(fields) for _, entries in reply or [] for _, fields in entries]
+        """Like :meth:`steps`, but blocks up to ``block_ms`` for new records (XREAD BLOCK;
+        less when the client's socket timeout is shorter, see ``connections.block_ms_within``)."""
+        block = block_ms_within(self.client, block_ms)
+        reply = self.client.xread({self.key(workflow_id, "steps"): f"0-{after + 1}"}, block=block)
+        return [_record(fields) for _, entries in stream_entries(reply) for _, fields in entries]
 
     def is_done(self, workflow_id: str, step_seq: int, call_index: int) -> bool:
         """True when tool call ``call_index`` of ``step_seq`` is checkpointed."""
@@ -354,7 +356,7 @@ class WorkflowStore(WorkflowQueries):
         """
         keys = self._step_keys(workflow_id)
         keys.append(self.keys.lease(workflow_id, step_seq, call_index))
-        next_seq = step_seq + plan.stages
+        next_seq = step_seq + plan.advance_by
         keys.append(self.keys.lease(workflow_id, next_seq, chain.call_index if chain else None))
         args = [
             step_seq,
@@ -431,9 +433,20 @@ class WorkflowStore(WorkflowQueries):
             raise InvalidTransition(f"cannot {action} a workflow that is {status}", status)
         return RuntimeStatus(status)
 
-    def raise_event(self, workflow_id: str, name: str, payload: Any, record: dict[str, Any]) -> bool:
-        """Store event ``name`` with its JSON ``payload`` and log ``record``; wake the
-        workflow if it waits for it (``store/lua/raise_event.lua``).
+    def raise_event(
+        self, workflow_id: str, name: str, payload: Any, record: dict[str, Any], max_unawaited: int = 0
+    ) -> bool:
+        """Store event ``name`` with its JSON ``payload`` (kept even if nobody waits yet, as
+        Dapr buffers events) and log ``record``; wake the workflow if it waits for it
+        (``store/lua/raise_event.lua``).
+
+        Args:
+            max_unawaited: how many events the workflow may hold that it was not waiting
+                for when they came (0: no limit); an awaited event is always accepted.
+
+        Args:
+            max_unawaited: how many events the workflow may hold that it was not waiting
+                for when they came (0: no limit); an awaited event is always accepted.
 
         Returns:
             True when the workflow was waiting for this event and is RUNNING again.
@@ -441,15 +454,27 @@ class WorkflowStore(WorkflowQueries):
         Raises:
             WorkflowNotFound: no such workflow.
             InvalidTransition: it has ended (409).
+            TooManyEvents: ``max_unawaited`` events nobody waited for are held already (409).
         """
         validate_id(name, "event name")
         keys = [self.key(workflow_id, "meta"), self.key(workflow_id, "steps")]
-        result, detail = self._run("raise_event", keys, [name, json.dumps(payload), json.dumps(record), now_iso()])
+        args = [name, json.dumps(payload), json.dumps(record), now_iso(), max_unawaited]
+        result, detail = self._run("raise_event", keys, args)
         if result == "missing":
             raise WorkflowNotFound(f"no workflow {workflow_id!r}")
         if result == "refused":
             raise InvalidTransition(f"cannot raise an event on a workflow that is {detail}", detail)
+        if result == "limit":
+            raise TooManyEvents(
+                f"workflow {workflow_id} already holds {detail} events it did not wait for "
+                f"(AGENT_PLATFORM_MAX_EVENTS_PER_WORKFLOW={max_unawaited})"
+            )
         return bool(detail == "1")
+
+    def event(self, workflow_id: str, name: str) -> Any:
+        """The payload of a raised event, or None when it was not raised."""
+        raw = self.client.hget(self.key(workflow_id, "meta"), f"event:{name}")
+        return None if raw is None else json.loads(raw)
 
     # -- sessions -----------------------------------------------------------------------
     def session_head(self, agent: str, session_id: str) -> str | None:
@@ -467,6 +492,6 @@ class WorkflowStore(WorkflowQueries):
         return head
 
     # -- crash tests --------------------------------------------------------------------
-    def fire_once(self) -> bool:
-        """True the first time it is called for this store (AGENT_PLATFORM_FAULT)."""
-        return bool(self.client.set(self.keys.fault_fired, "1", nx=True))
+    def fire_once(self, fault: str) -> bool:
+        """True the first time it is called for ``fault`` in this store (AGENT_PLATFORM_FAULT)."""
+        return bool(self.client.set(self.keys.fault_fired(fault), "1", nx=True))

@@ -4,7 +4,9 @@
 a free local port; point the platform (or any ``openai`` client, in any process) at
 ``model.base_url``. Build replies with :func:`text`, :func:`tool_call`,
 :func:`tool_calls`, :func:`error`, :func:`delay`, :func:`raw` and :func:`trickle`;
-``ScriptedModel(validate_history=True)`` rejects requests as a strict server does.
+``ScriptedModel(validate_history=True)`` rejects requests as a strict server does. A
+request with ``"stream": true`` gets the replies as streamed chunks (:func:`streamed` and
+:class:`StreamStyle` for the quirks of other servers).
 
 Example::
 
@@ -35,15 +37,18 @@ from .replies import (
     trickle,
 )
 from .server import ScriptedModel
+from .streaming import StreamStyle, streamed
 
 __all__ = [
     "Reply",
     "ReplyLike",
     "Responder",
     "ScriptedModel",
+    "StreamStyle",
     "delay",
     "error",
     "raw",
+    "streamed",
     "text",
     "tool_call",
     "tool_calls",

@@ -16,9 +16,12 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from .trickle import Trickle
+
+if TYPE_CHECKING:
+    from .streaming import StreamStyle
 
 __all__ = [
     "Reply",
@@ -78,6 +81,8 @@ class Reply:
         delay: seconds to wait before answering (interrupted by ``ScriptedModel.stop``).
         deferred: a Responder called after ``delay`` (set by ``delay(seconds, fn)``);
             its reply is sent instead of this one.
+        stream: how to stream this reply to a ``"stream": true`` request (set by
+            :func:`~agent_platform.testing.streamed`); None: the server's style.
         trickle: send the answer a few bytes at a time (set by :func:`trickle`).
     """
 
@@ -89,6 +94,7 @@ class Reply:
     headers: Mapping[str, str] = field(default_factory=dict)
     delay: float = 0.0
     deferred: Responder | None = None
+    stream: StreamStyle | None = None
     trickle: Trickle | None = None
 
 

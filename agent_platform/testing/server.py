@@ -23,6 +23,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from .replies import Reply, ReplyLike, Responder, coerce_reply, error_body, usage_for
+from .streaming import StreamStyle, sse_response
 from .trickle import body_chunks, endless_headers, padded
 from .validation import request_problem
 
@@ -43,6 +44,11 @@ class _QuietHandler(WSGIRequestHandler):
 
     protocol_version = "HTTP/1.0"
 
+    def setup(self) -> None:
+        """Send each write at once (TCP_NODELAY), as model servers stream their chunks."""
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """Log nothing per request."""
 
@@ -58,8 +64,9 @@ class ScriptedModel:
     the script is empty it asks the responder (:meth:`set_responder`), then ``default``;
     with none of them it answers HTTP 500 ``"ScriptedModel: script exhausted (N calls)"``
     so that the test fails loudly. ``GET /v1/models`` lists ``model_name``. Requests
-    with ``"stream": true`` are answered 400 (streaming is not scripted) without taking
-    a reply. Every request to ``/chat/completions`` is counted and recorded on arrival.
+    with ``"stream": true`` get the same reply as Server-Sent Events chunks (see
+    :mod:`agent_platform.testing.streaming`; errors stay JSON, as OpenAI answers them).
+    Every request to ``/chat/completions`` is counted and recorded on arrival.
 
     Example::
 
@@ -85,6 +92,8 @@ class ScriptedModel:
             body is strict JSON, every ``tool_calls[].function.arguments`` a JSON object
             text, every tool call answered (see :mod:`agent_platform.testing.validation`).
             An attribute a test may set; :meth:`reset` restores the constructor's value.
+        stream: how replies are streamed (a reply's own :func:`streamed` style wins);
+            None: OpenAI's way. Settable as the ``stream`` attribute; :meth:`reset` clears it.
 
     Attributes:
         requests: the JSON bodies received, in arrival order (a body that is not a JSON
@@ -110,6 +119,7 @@ class ScriptedModel:
         model_name: str = "scripted-model",
         default: Reply | Responder | None = None,
         validate_history: bool = False,
+        stream: StreamStyle | None = None,
     ) -> None:
         self.host = host
         self.model_name = model_name
@@ -119,6 +129,7 @@ class ScriptedModel:
         self.errors: list[BaseException] = []
         self.rejections: list[str] = []
         self.validate_history = self._validate_default = validate_history
+        self.stream = stream
         self.max_in_flight = 0
         self._in_flight = 0
         self._port = port
@@ -277,6 +288,7 @@ class ScriptedModel:
             self.errors.clear()
             self.rejections.clear()
             self.validate_history = self._validate_default
+            self.stream = None
             self.max_in_flight = self._in_flight
 
     # -- HTTP --------------------------------------------------------------------
@@ -327,10 +339,9 @@ class ScriptedModel:
             self.requests.append(body if valid else {"_invalid_json": data})
             self.request_times.append(arrived)
             self._arrived.notify_all()
-            streaming = valid and bool(body.get("stream"))
             if problem is not None:
                 self.rejections.append(problem[0])
-            elif valid and not streaming:
+            elif valid:
                 item = self._script.popleft() if self._script else (self._responder or self.default)
         if not valid:
             return _json(
@@ -341,11 +352,6 @@ class ScriptedModel:
             rejection = error_body(400, problem[0])
             rejection["error"]["param"] = problem[1]
             return _json(rejection, 400)
-        if streaming:
-            return _json(
-                error_body(400, "ScriptedModel: streaming (stream=true) is not scripted"),
-                400,
-            )
         if item is None:
             message = f"ScriptedModel: script exhausted ({n} calls); add replies or set a responder or default"
             return _json(error_body(500, message), 500)
@@ -386,7 +392,7 @@ class ScriptedModel:
             **reply.headers,
         }
         if reply.body is not None:
-            return _json(reply.body, reply.status, headers)
+            return self._answer(reply, reply.body, request, headers)
         message: dict[str, Any] = {
             "role": "assistant",
             "content": None,
@@ -417,7 +423,16 @@ class ScriptedModel:
             "usage": usage_for(reply.usage, request, message),
             "system_fingerprint": "fp_scripted",
         }
-        return _json(completion, reply.status, headers)
+        return self._answer(reply, completion, request, headers)
+
+    def _answer(
+        self, reply: Reply, body: Mapping[str, Any], request: dict[str, Any], headers: dict[str, str]
+    ) -> Response:
+        """The body as JSON, or as SSE chunks to a ``"stream": true`` request (a 200 with choices)."""
+        style = reply.stream or self.stream or StreamStyle()
+        if not request.get("stream") or style.ignore_stream or reply.status != 200 or not body.get("choices"):
+            return _json(body, reply.status, headers)
+        return sse_response(dict(body), style, request, headers, self._stopping)
 
 
 def _json(

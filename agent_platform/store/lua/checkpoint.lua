@@ -12,7 +12,7 @@
 -- ARGV[3] token     this step's lease token
 -- ARGV[4] record    the step record (JSON; its seq is assigned here)
 -- ARGV[5] plan      JSON: mode (advance | tool | stay | end), updates {field: text},
---                   incr {field: n}, next (JSON text of the next step), stages (how far
+--                   incr {field: n}, next (JSON text of the next step), advance_by (how far
 --                   step_seq moves, default 1), extra_records [JSON text] (appended after
 --                   the record), messages [JSON text] (appended to the turn's messages;
 --                   folded_seq becomes the last record's seq), suspend {name, pending}
@@ -63,7 +63,7 @@ elseif mode == 'advance' or mode == 'end' then
   advanced = 1
 end
 if advanced == 1 then
-  redis.call('HINCRBY', meta, 'step_seq', plan.stages or 1)
+  redis.call('HINCRBY', meta, 'step_seq', plan.advance_by or 1)
   redis.call('HSET', meta, 'attempt', 1)
   if plan.next then redis.call('HSET', meta, 'next', plan.next) end
 end

@@ -3,9 +3,12 @@
  * The server renders every region (elements with data-region and data-version); this script
  * fetches the page again with ?partial=1 and swaps a region only when its version changed,
  * keeping the folds a reader opened. A run page follows GET /workflows/<id>/events (the
- * API's Server-Sent Events): each checkpointed step triggers a refresh; after a lost
- * connection EventSource reconnects with Last-Event-ID, and when it gives up a new one
- * resumes with ?last_event_id=. Nothing here builds HTML from data.
+ * API's Server-Sent Events): each checkpointed step triggers a refresh, and the model's
+ * token events show its text as it is written (a retry event clears it, the step that
+ * records the reply replaces it); after a lost connection EventSource reconnects with
+ * Last-Event-ID, and when it gives up a new one resumes with ?last_event_id= (after the
+ * last step: the text since then comes again). Nothing here builds HTML from data: the
+ * text is set as textContent.
  */
 (function () {
   "use strict";
@@ -89,16 +92,45 @@
     setLive("ended", why);
   }
 
+  // The model's text as it is written, until the step that records the reply.
+  var writing = document.querySelector("[data-writing]"), written = "", calls = {};
+
+  function showWriting(data) {
+    if (!writing) return;
+    writing.hidden = !written;
+    writing.querySelector("[data-writing-text]").textContent = written;
+    if (data) writing.querySelector("[data-writing-step]").textContent = "step " + data.seq + ", attempt " + data.attempt;
+  }
+
+  function clearWriting() {
+    written = "";
+    calls = {};
+    showWriting(null);
+  }
+
   function follow() {
     if (ended || !main.dataset.events) return;
+    clearWriting();  // the stream resumes after the last step: its text comes again
     var url = main.dataset.events + "?last_event_id=" + encodeURIComponent(lastId);
     source = new EventSource(url, { withCredentials: true });
     source.onopen = function () { setLive("on"); soon(); };
     source.addEventListener("step", function (event) {
       if (event.lastEventId) lastId = event.lastEventId;
+      clearWriting();
       soon();
     });
-    source.addEventListener("status", function () { soon(); finish(); });
+    source.addEventListener("token", function (event) {
+      var data = JSON.parse(event.data);
+      written += data.text || "";
+      (data.tool_calls || []).forEach(function (call) {
+        var key = data.seq + ":" + call.index;
+        if (call.name && !calls[key]) { calls[key] = true; written += (written ? "\n" : "") + call.name + " "; }
+        written += call.arguments || "";
+      });
+      showWriting(data);
+    });
+    source.addEventListener("retry", clearWriting);
+    source.addEventListener("status", function () { clearWriting(); soon(); finish(); });
     source.addEventListener("stream_error", function (event) {
       source.close();
       source = null;

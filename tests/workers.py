@@ -114,10 +114,11 @@ class Stack:
 
             from agent_platform.runtime import Runtime
             from agent_platform.settings import Settings
+            from tasks.app import broker_config
 
-            broker = Runtime(Settings.from_env(self.env)).broker()  # what the workers chose
-            self._control_app = Celery("tests-control", broker=broker.url, set_as_current=False)
-            self._control_app.conf.broker_transport_options = broker.transport_options
+            runtime = Runtime(Settings.from_env(self.env))  # the broker the workers chose, as they use it
+            self._control_app = Celery("tests-control", set_as_current=False)
+            self._control_app.conf.update(broker_config(runtime, runtime.broker()))
         return self._control_app
 
     # -- life cycle ---------------------------------------------------------------------

@@ -5,6 +5,7 @@ validating every request's history as OpenAI does where the case says so.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,7 +22,12 @@ from .test_control import CallbackReceiver
 from .workers import wait_until
 
 AGENT_APP = "tests.agents_model_faults:faults_buddy,tests.agents_model_faults:slow_model_buddy"
-PLATFORM_ENV = {"AGENT_PLATFORM_LLM_BACKOFF": "0.2", "AGENT_PLATFORM_LLM_BACKOFF_MAX": "0.5"}
+PLATFORM_ENV = {
+    "AGENT_PLATFORM_LLM_BACKOFF": "0.2",
+    "AGENT_PLATFORM_LLM_BACKOFF_MAX": "0.5",
+    # C19's callback receiver listens on loopback, which C20 refuses unless allowed.
+    "AGENT_PLATFORM_CALLBACK_ALLOW": "127.0.0.0/8",
+}
 FAULTS = "FaultsBuddy"
 
 
@@ -228,7 +234,7 @@ def test_c19_an_empty_model_reply_completes_the_turn_with_an_empty_output(
     steps = api.steps(wf)
     assert [(s["kind"], s["status"]) for s in steps] == [("start", "ok"), ("llm", "ok"), ("finish", "ok")]
     dapr = _strict_get(api, f"/v1.0/workflows/workflowstatestore/{wf}")
-    assert dapr["runtimeStatus"] == "COMPLETED" and dapr["properties"]["dapr.workflow.output"] == ""
+    assert dapr["runtimeStatus"] == "COMPLETED" and json.loads(dapr["properties"]["dapr.workflow.output"]) == ""
     wait_until(lambda: receiver.count() >= 1, timeout=15, message="the callback POST")
     assert receiver.posts[0]["json"] == api.status(wf)
     history = platform.history("c19", agent=FAULTS)

@@ -179,7 +179,7 @@ def test_c18_worker_web_and_bus_run_turns_and_keep_an_idle_stream_with_redis_py_
         assert http.get("/ready").json()["checks"] == {"redis": "ok", "broker": "ok", "workers": 1}
         slow = http.post("/start-workflow", json={"task": "A slow question", "session_id": "slow"}).json()
         began = time.monotonic()
-        with SseStream(http, f"/workflows/{slow['workflow_instance_id']}/events", read_timeout=30) as stream:
+        with SseStream(http, f"/workflows/{slow['workflow_instance_id']}/events?tokens=0", read_timeout=30) as stream:
             # meanwhile: a Paris turn over HTTP and one triggered over the bus
             paris = http.post("/start-workflow", json={"task": PARIS, "session_id": "paris"}).json()
             client = redis.Redis.from_url(url.split("?")[0], decode_responses=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -19,10 +21,10 @@ from pydantic import BaseModel
 
 from agent_platform.errors import ConfigurationError, RetryableLLMError, ToolArgumentsError
 from agent_platform.jsontext import dumps, to_jsonable
-from agent_platform.llm.deadline import DeadlineExceeded, EventLoopThread
+from agent_platform.llm.deadline import CallerEventLoop, DeadlineExceeded
 from agent_platform.llm.openai_client import DEFAULT_TIMEOUT, OpenAIChatClient
 from agent_platform.llm.reply import AssistantReply, ToolCall, parse_chat_completion
-from agent_platform.testing import ScriptedModel, text, trickle
+from agent_platform.testing import ScriptedModel, delay, text, trickle
 from agent_platform.testing.validation import history_problem, strict_json
 from agent_platform.tool import ToolContext, arguments_text, parse_arguments, tool
 from web.events import sse
@@ -167,7 +169,7 @@ def test_c15_responses_are_strict_json() -> None:
 
 
 def test_c13_the_deadline_bounds_the_whole_call_and_cancels_it() -> None:
-    loop_thread = EventLoopThread("test-deadline")
+    loop_thread = CallerEventLoop("test-deadline")
     cancelled = []
 
     async def slow() -> str:
@@ -186,6 +188,68 @@ def test_c13_the_deadline_bounds_the_whole_call_and_cancels_it() -> None:
         loop_thread.run(slow, 0.3)
     assert time.monotonic() - started < 5 and cancelled == [True]
     assert loop_thread.run(quick, 1) == "fast"
+
+
+def test_model_calls_run_from_a_thread_that_runs_an_event_loop() -> None:
+    """A notebook or an async application calls the synchronous client from inside a
+    running loop: the call runs on a helper thread, the caller waits as for any call."""
+    with ScriptedModel(["plain", "streamed"]) as model:
+        client = OpenAIChatClient(base_url=model.base_url, api_key="x", timeout=5)
+        deltas: list[dict[str, Any] | None] = []
+
+        async def inside_a_loop() -> tuple[str | None, str | None]:
+            plain = client.chat([{"role": "user", "content": "hi"}]).content
+            streamed = client.chat([{"role": "user", "content": "hi"}], on_delta=deltas.append).content
+            return plain, streamed
+
+        assert asyncio.run(inside_a_loop()) == ("plain", "streamed")
+        assert {"text": "stre"} in deltas
+        client.close()
+
+
+def test_threads_share_one_client_each_on_its_own_loop() -> None:
+    """Celery's threads pool: concurrent steps call one client, each thread on its own
+    event loop and SDK client, none waiting for another's call."""
+    with ScriptedModel(default=delay(1.0, "done")) as model:
+        client = OpenAIChatClient(base_url=model.base_url, api_key="x", timeout=5)
+        answers: list[str | None] = []
+
+        def step() -> None:
+            answers.append(client.chat([{"role": "user", "content": "hi"}]).content)
+
+        threads = [threading.Thread(target=step) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert answers == ["done"] * 3
+        assert model.max_in_flight == 3  # at the same time: each thread its own connection
+        client.close()
+
+
+def test_c13_a_call_interrupted_in_its_thread_is_cancelled_before_the_next() -> None:
+    """Celery's soft time limit raises in the worker's thread mid-call (a signal): the
+    call's request is cancelled, its connection closed, before the exception goes on,
+    so the next call is the only request in flight."""
+
+    class SoftTimeLimit(Exception):
+        pass
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise SoftTimeLimit
+
+    with ScriptedModel([trickle("slow", chunk=5, interval=0.2), text("fast")]) as model:
+        client = OpenAIChatClient(base_url=model.base_url, api_key="x", timeout=30)
+        previous = signal.signal(signal.SIGALRM, interrupt)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.5)
+            with pytest.raises(SoftTimeLimit):
+                client.chat([{"role": "user", "content": "hi"}])
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        assert client.chat([{"role": "user", "content": "hi"}]).content == "fast"
+        assert model.max_in_flight == 1
 
 
 def test_c13_the_timeout_is_an_argument_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -312,8 +312,39 @@ def test_whole_call_deadline_ends_a_slow_stream(model: ScriptedModel) -> None:
     assert elapsed < 4.0, elapsed  # 1 s deadline, slack for a loaded machine (the stream alone takes 40 s)
     assert 0 < len(rebuilt(deltas)[0]) < 200
     seen = len(deltas)
-    time.sleep(0.5)  # the helper thread keeps nothing going to the listener after the deadline
+    time.sleep(0.5)  # nothing reaches the listener after the deadline (the call was cancelled)
     assert len(deltas) == seen
+
+
+def test_a_listener_hears_none_while_the_model_is_silent(model: ScriptedModel, llm: OpenAIChatClient) -> None:
+    """A batching listener (the token publisher) is called with None while nothing
+    arrives, so it can write what it holds on time."""
+    model.add(streamed(text("slow words"), chunk_chars=5, interval=0.3))
+    heard: list[dict[str, Any] | None] = []
+
+    reply = llm.chat(USER, on_delta=heard.append)
+
+    assert reply.content == "slow words"
+    assert None in heard[heard.index({"text": "slow "}) :]  # between two pieces 0.3 s apart
+    assert rebuilt([d for d in heard if d is not None])[0] == "slow words"
+
+
+def test_a_listener_that_fails_while_waiting_ends_the_call(model: ScriptedModel, llm: OpenAIChatClient) -> None:
+    model.add(streamed(text("x" * 50), chunk_chars=1, interval=0.2))
+
+    heard: list[dict[str, Any]] = []
+
+    def listen(delta: dict[str, Any] | None) -> None:
+        if delta is not None:
+            heard.append(delta)
+        elif heard:  # waiting for the second piece
+            raise ConnectionError("the listener's store is gone")
+
+    with pytest.raises(ConnectionError, match="store is gone"):
+        llm.chat(USER, on_delta=listen)
+    assert 0 < len(heard) < 10
+    model.add("next")
+    assert llm.chat(USER).content == "next"  # the loop and the client are still good
 
 
 def test_a_stream_that_breaks_off_is_worth_another_attempt(model: ScriptedModel, llm: OpenAIChatClient) -> None:

@@ -5,10 +5,14 @@ that receives a few bytes in time starts the next read with a fresh timeout, so 
 that trickles bytes, or never finishes its headers, holds a synchronous call for ever
 (openai/openai-python#2599; encode/httpx#1450, #776). httpx's maintainers point to the
 async primitives for a deadline on the whole request: cancelling the task that runs it
-closes its connection. :class:`EventLoopThread` runs the SDK's async client on one event
-loop per process, in a daemon thread, and bounds each call with :func:`asyncio.timeout`;
-the synchronous caller (a Celery step) waits on the result with the same deadline, so
-neither a server nor a stuck loop can hold it longer.
+closes its connection. :class:`CallerEventLoop` runs the SDK's async client on an event
+loop that the calling thread runs itself, for the length of each call, bounded by
+:func:`asyncio.timeout`.
+
+No other thread takes part: a call hands nothing over, and nothing runs on the loop
+between two calls. (A loop run by a thread of its own, as this module first had, cost
+each call two thread hand-offs, each one a wait for the scheduler on a busy machine, and
+each streamed piece a third.)
 """
 
 from __future__ import annotations
@@ -22,54 +26,49 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-#: Seconds the caller waits past the deadline for the loop to report the cancelled call
-#: (closing a socket takes microseconds; more means the loop itself is stuck).
-CANCEL_GRACE = 1.0
-
 
 class DeadlineExceeded(TimeoutError):
     """Raised when a call has not finished within its deadline (it was cancelled)."""
 
 
-class EventLoopThread:
-    """One asyncio event loop per process, run by a daemon thread, started on first use.
+class CallerEventLoop:
+    """One asyncio event loop per thread that makes model calls, run by that thread
+    during each of its calls (:meth:`run`), made on first use.
 
-    A forked child (Celery's prefork pool) starts its own loop on first use: threads do
-    not survive ``fork``. A loop that does not answer within the grace period is
-    abandoned and the next call starts a fresh one.
+    A forked child (Celery's prefork pool) makes its own loop on first use: a loop does
+    not survive ``fork``. A thread that already runs an event loop (a notebook, an async
+    application) cannot run another one: its calls run on one helper thread of the
+    process, while the caller waits, as a synchronous call does.
     """
 
     def __init__(self, name: str = "agent-platform-llm") -> None:
         self.name = name
+        self._local = threading.local()
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._pid: int | None = None
+        self._helper: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None
 
     def loop(self) -> asyncio.AbstractEventLoop:
-        """The running loop of this process (started now if there is none)."""
-        with self._lock:
-            alive = self._thread is not None and self._thread.is_alive()
-            if self._loop is None or self._pid != os.getpid() or not alive:
-                loop = asyncio.new_event_loop()
-                thread = threading.Thread(target=loop.run_forever, name=self.name, daemon=True)
-                thread.start()
-                self._loop, self._thread, self._pid = loop, thread, os.getpid()
-            return self._loop
+        """This thread's loop (made now if there is none, or it is a parent process's)."""
+        owned: _OwnedLoop | None = getattr(self._local, "owned", None)
+        if owned is None or owned.pid != os.getpid() or owned.loop.is_closed():
+            owned = self._local.owned = _OwnedLoop()
+        return owned.loop
 
     def run(self, call: Callable[[], Awaitable[T]], deadline: float) -> T:
-        """Run ``call()`` on the loop and return its result, within ``deadline`` seconds.
+        """Run ``call()`` on this thread's loop and return its result, within ``deadline`` seconds.
 
         Args:
-            call: makes the awaitable (called in the loop's thread).
+            call: makes the awaitable (called on the loop).
             deadline: seconds for the whole call, from now.
 
         Raises:
             DeadlineExceeded: the call was still running after ``deadline`` seconds; it
                 was cancelled (its connection closed) before this is raised.
-            Exception: whatever the call raised.
+            Exception: whatever the call raised. An exception raised in this thread
+                meanwhile (a Celery soft time limit) cancels the call, then propagates.
         """
-        loop = self.loop()
+        if _loop_running():
+            return self._helper_thread().submit(self.run, call, deadline).result()
 
         async def bounded() -> T:
             try:
@@ -80,25 +79,48 @@ class EventLoopThread:
                     raise
                 raise DeadlineExceeded(f"did not finish within {deadline:g} s") from exc
 
-        future = asyncio.run_coroutine_threadsafe(bounded(), loop)
+        loop = self.loop()
+        task = loop.create_task(bounded())
         try:
-            return future.result(timeout=deadline + CANCEL_GRACE)
-        except concurrent.futures.TimeoutError as exc:
-            if future.done():
-                raise  # the call's own timeout (an httpx one reported as its own error)
-            future.cancel()
-            self._abandon(loop)
-            raise DeadlineExceeded(f"did not finish within {deadline:g} s (its event loop did not answer)") from exc
+            return loop.run_until_complete(task)
         except BaseException:
-            future.cancel()  # an interrupted caller (a Celery soft time limit) cancels the call
+            if not task.done():  # interrupted between two steps of the call: end it now
+                task.cancel()
+                try:
+                    loop.run_until_complete(task)
+                except BaseException:  # noqa: S110 - the interruption is what the caller gets
+                    pass
             raise
 
-    def _abandon(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _helper_thread(self) -> concurrent.futures.ThreadPoolExecutor:
         with self._lock:
-            if self._loop is loop:
-                loop.call_soon_threadsafe(loop.stop)
-                self._loop = self._thread = None
+            if self._helper is None or self._helper[0] != os.getpid():
+                pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=self.name)
+                self._helper = (os.getpid(), pool)
+            return self._helper[1]
 
 
-#: The loop of this process's model calls.
-MODEL_CALLS = EventLoopThread()
+class _OwnedLoop:
+    """A thread's loop, closed when the thread (or the :class:`CallerEventLoop`) is gone."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.pid = os.getpid()
+
+    def __del__(self) -> None:
+        # A parent process's loop is left alone: closing it here would unregister its
+        # descriptors from the epoll instance the parent shares.
+        if self.pid == os.getpid() and not self.loop.is_running():
+            self.loop.close()
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+#: The loops of this process's model calls.
+MODEL_CALLS = CallerEventLoop()

@@ -28,16 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import queue
-import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import openai
 
 from ..errors import MalformedReply, RetryableLLMError
 from ..sse import SseParser
-from .deadline import MODEL_CALLS
+from .deadline import MODEL_CALLS, DeadlineExceeded
 from .reply import AssistantReply, parse_chat_completion
 
 #: Called with each delta, and with None at least every ``tick`` seconds while waiting
@@ -51,6 +49,8 @@ DeltaSink = Callable[[dict[str, Any] | None], None]
 #: too: llama-cpp-python's server (0.3.x, chatml-function-calling) raises "Automatic
 #: streaming tool choice is not supported" after sending the headers (and a ping comment).
 STREAM_REFUSED = frozenset({400, 415, 422, 500, 501})
+
+T = TypeVar("T")
 
 
 class ChunkAssembler:
@@ -74,6 +74,7 @@ class ChunkAssembler:
         self.model: str | None = None
         self.id: str | None = None
         self.chunks = 0
+        self.choices_seen = 0  # chunks that carried choice 0: none at all is not a completion
         self._slots: dict[int, int] = {}
 
     def add(self, chunk: Any) -> list[dict[str, Any]]:
@@ -99,6 +100,7 @@ class ChunkAssembler:
         for choice in choices if isinstance(choices, list) else []:
             if not isinstance(choice, dict) or choice.get("index", 0) not in (0, None):
                 continue
+            self.choices_seen += 1
             delta = choice.get("delta")
             if not isinstance(delta, dict) and isinstance(choice.get("message"), dict) and not self._started():
                 delta = choice["message"]  # a whole message in one chunk
@@ -181,7 +183,11 @@ class ChunkAssembler:
             "id": self.id,
             "object": "chat.completion",
             "model": self.model,
-            "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason}],
+            # No chunk with choice 0 (e.g. a body of ``{"choices": []}``): no choices, so
+            # parse_chat_completion refuses it as MalformedReply (retried), never an empty reply.
+            "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason}]
+            if self.choices_seen
+            else [],
         }
         if self.usage is not None:
             body["usage"] = self.usage
@@ -244,20 +250,21 @@ def deltas_of(reply: AssistantReply) -> list[dict[str, Any]]:
 
 
 def stream_chat(
-    open_stream: Callable[[], Any], on_delta: DeltaSink, timeout: float, tick: float = 0.05
+    open_stream: Callable[[], Awaitable[Any]], on_delta: DeltaSink, timeout: float, tick: float = 0.05
 ) -> AssistantReply | None:
     """Make a streamed call, give every delta to ``on_delta``, return the reply.
 
-    The HTTP exchange runs on the process's model-call event loop
-    (:data:`~agent_platform.llm.deadline.MODEL_CALLS`) and hands the body's bytes to this
-    thread, which parses them and calls ``on_delta``; ``timeout`` is a deadline for the
-    whole call (headers, every chunk, the end), not per read (DESIGN section 3, rule 11):
-    past it the request is cancelled (its connection closed) and nothing more reaches
+    The HTTP exchange runs on this thread's model-call event loop
+    (:data:`~agent_platform.llm.deadline.MODEL_CALLS`), which parses each piece of the
+    body as it arrives and calls ``on_delta``; ``timeout`` is a deadline for the whole
+    call (headers, every chunk, the end), not per read (DESIGN section 3, rule 11): past
+    it the request is cancelled (its connection closed) and nothing more reaches
     ``on_delta``, whatever the server does.
 
     Args:
-        open_stream: called on the loop's thread; returns the SDK's
-            ``chat.completions.with_streaming_response.create(..., stream=True)``.
+        open_stream: called on the loop; returns an awaitable of the unread HTTP response
+            (``AsyncOpenAI.post(..., stream=True, cast_to=httpx.Response)``), which is
+            read here and closed.
         on_delta: see :data:`DeltaSink`.
         timeout: seconds for the whole call.
         tick: seconds between two ``on_delta(None)`` calls while nothing arrives.
@@ -274,44 +281,60 @@ def stream_chat(
         MalformedReply: the assembled reply has neither text nor a tool call.
         openai.APIError: as ``chat.completions.create`` raises them (the caller maps them).
     """
-    deadline = time.monotonic() + timeout
-    inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
 
-    async def produce() -> None:
+    async def read() -> AssistantReply | None:
+        reader = _StreamReader(on_delta)
         try:
-            async with open_stream() as response:
-                async for piece in response.iter_bytes():
-                    inbox.put(("bytes", piece))
-            inbox.put(("end", None))
-        except asyncio.CancelledError:
-            raise  # the deadline passed or the caller left: the connection is closed
-        except BaseException as exc:  # handed to the caller's thread
-            inbox.put(("error", exc))
-
-    future = asyncio.run_coroutine_threadsafe(produce(), MODEL_CALLS.loop())
-    reader = _StreamReader(on_delta)
-    try:
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise RetryableLLMError(f"the model call did not finish within its deadline of {timeout:g} s")
+            response = await open_stream()
             try:
-                kind, value = inbox.get(timeout=min(remaining, tick))
-            except queue.Empty:
-                on_delta(None)
-                continue
-            if kind == "bytes":
-                reader.feed(value)
-            elif kind == "end":
-                return reader.finish()
-            else:
-                if _refuses_streaming(value):
-                    return None
-                if isinstance(value, openai.APIError) or not type(value).__module__.startswith("httpx"):
-                    raise value
-                raise RetryableLLMError(f"the model's stream broke off: {type(value).__name__}: {value}") from value
+                async for piece in response.aiter_bytes():
+                    reader.feed(piece)
+            finally:
+                await response.aclose()
+        except Exception as exc:
+            if _refuses_streaming(exc):
+                return None
+            if isinstance(exc, openai.APIError) or not type(exc).__module__.startswith("httpx"):
+                raise
+            raise RetryableLLMError(f"the model's stream broke off: {type(exc).__name__}: {exc}") from exc
+        return reader.finish()
+
+    try:
+        return MODEL_CALLS.run(lambda: _ticking(read(), on_delta, tick), timeout)
+    except DeadlineExceeded as exc:
+        raise RetryableLLMError(f"the model call did not finish within its deadline of {timeout:g} s") from exc
+
+
+async def _ticking(work: Awaitable[T], on_delta: DeltaSink, tick: float) -> T:
+    """Await ``work`` (on this loop), calling ``on_delta(None)`` every ``tick`` seconds
+    meanwhile; an error of the listener ends the work and is raised."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    failed: list[Exception] = []
+    timer: asyncio.TimerHandle | None = None
+
+    def ticked() -> None:
+        nonlocal timer
+        try:
+            on_delta(None)
+        except Exception as exc:
+            failed.append(exc)
+            if task is not None:
+                task.cancel()
+            return
+        timer = loop.call_later(tick, ticked)
+
+    timer = loop.call_later(tick, ticked)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if failed and task is not None:
+            task.uncancel()
+            raise failed[0] from None
+        raise
     finally:
-        future.cancel()
+        if timer is not None:
+            timer.cancel()
 
 
 def _refuses_streaming(exc: BaseException) -> bool:

@@ -24,7 +24,7 @@ from werkzeug.wrappers import Request, Response
 
 from .replies import Reply, ReplyLike, Responder, coerce_reply, error_body, usage_for
 from .streaming import StreamStyle, sse_response
-from .trickle import body_chunks, endless_headers, padded
+from .trickle import body_chunks, client_left, endless_headers, padded
 from .validation import request_problem
 
 __all__ = ["ScriptedModel"]
@@ -104,7 +104,9 @@ class ScriptedModel:
             answered HTTP 500), so a test can re-raise them.
         rejections: the messages of the 400s that ``validate_history`` answered.
         max_in_flight: the most ``/chat/completions`` requests being answered at one
-            time (a request counts until its answer is sent, or its client has left).
+            time (a request counts until its answer is sent, or its client has left:
+            each arrival first looks whether the clients of the others closed their
+            connections, so a server thread that has not run yet does not count twice).
 
     Raises:
         TypeError: if a reply is neither a Reply, str, dict nor callable.
@@ -131,7 +133,8 @@ class ScriptedModel:
         self.validate_history = self._validate_default = validate_history
         self.stream = stream
         self.max_in_flight = 0
-        self._in_flight = 0
+        self._in_flight: dict[int, socket.socket | None] = {}
+        self._in_flight_keys = itertools.count()
         self._port = port
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
@@ -289,7 +292,7 @@ class ScriptedModel:
             self.rejections.clear()
             self.validate_history = self._validate_default
             self.stream = None
-            self.max_in_flight = self._in_flight
+            self.max_in_flight = len(self._in_flight)
 
     # -- HTTP --------------------------------------------------------------------
 
@@ -297,13 +300,13 @@ class ScriptedModel:
     def _app(self, request: Request) -> Response:  # type: ignore[misc]
         path = request.path.rstrip("/")
         if path in _CHAT_PATHS and request.method == "POST":
-            self._count_in_flight(+1)
+            key = self._arrived_in_flight(request.environ.get("werkzeug.socket"))
             try:
                 response = self._chat(request)
             except BaseException:
-                self._count_in_flight(-1)
+                self._answered(key)
                 raise
-            response.call_on_close(lambda: self._count_in_flight(-1))
+            response.call_on_close(lambda: self._answered(key))
             return response
         if path in _MODELS_PATHS and request.method == "GET":
             model = {
@@ -318,10 +321,19 @@ class ScriptedModel:
             404,
         )
 
-    def _count_in_flight(self, change: int) -> None:
+    def _arrived_in_flight(self, sock: socket.socket | None) -> int:
         with self._lock:
-            self._in_flight += change
-            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+            for key, other in list(self._in_flight.items()):
+                if other is not None and client_left(other):
+                    del self._in_flight[key]
+            key = next(self._in_flight_keys)
+            self._in_flight[key] = sock
+            self.max_in_flight = max(self.max_in_flight, len(self._in_flight))
+            return key
+
+    def _answered(self, key: int) -> None:
+        with self._lock:
+            self._in_flight.pop(key, None)
 
     def _chat(self, request: Request) -> Response:
         arrived = time.monotonic()

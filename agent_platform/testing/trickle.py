@@ -57,13 +57,21 @@ def client_waits(sock: socket.socket | None, seconds: float, stopping: threading
             continue
         readable, _, _ = select.select([sock], [], [], step)
         if readable:
-            try:
-                if not sock.recv(1, socket.MSG_PEEK):
-                    return False  # EOF: the client closed its end
-            except OSError:
+            if client_left(sock):
                 return False
             time.sleep(step)  # bytes from the client (none expected): keep waiting
     return not stopping.is_set()
+
+
+def client_left(sock: socket.socket) -> bool:
+    """Whether the client closed (or reset) its connection, looking without waiting or
+    taking any byte: the socket is readable and reading would give end-of-file."""
+    try:
+        return not sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return False  # nothing to read: still there
+    except OSError:
+        return True  # reset, or closed here
 
 
 def body_chunks(payload: bytes, plan: Trickle, sock: Any, stopping: threading.Event) -> Iterator[bytes]:

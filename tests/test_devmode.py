@@ -92,8 +92,8 @@ def test_sigterm_mid_turn_then_restart_resumes_and_leaves_nothing_behind(tmp_pat
 
 def _read_steps_offline(tmp_path: Path, wf: str) -> list[dict]:
     """Read a workflow's step log from the dev-mode Redis data folder, with dev mode stopped."""
+    from agent_platform.connections import redis_client
     from agent_platform.embedded_redis import EmbeddedRedis
-    from agent_platform.runtime import redis_client
     from agent_platform.store.workflows import WorkflowStore
 
     with EmbeddedRedis(tmp_path / "data" / "redis") as server:

@@ -325,7 +325,7 @@ def _redis_urls(runtime: Runtime, redacted: bool = False) -> list[str]:
         store = getattr(agent.memory, "store_name", None)
         if store:
             names.append(store)
-    urls = dict.fromkeys(runtime.target_for(name)[0] for name in dict.fromkeys(names))
+    urls = dict.fromkeys(runtime.target_for(name).url for name in dict.fromkeys(names))
     return [RedisTarget(url, "").redacted_url() if redacted else url for url in urls]
 
 

@@ -123,8 +123,8 @@ def test_dev_mode_names_the_redis_of_redis_url_with_its_password_masked(tmp_path
 
 def _read_steps_offline(tmp_path: Path, wf: str) -> list[dict]:
     """Read a workflow's step log from the dev-mode Redis data folder, with dev mode stopped."""
+    from agent_platform.connections import redis_client
     from agent_platform.embedded_redis import EmbeddedRedis
-    from agent_platform.runtime import redis_client
     from agent_platform.store.workflows import WorkflowStore
 
     with EmbeddedRedis(tmp_path / "data" / "redis") as server:

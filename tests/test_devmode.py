@@ -4,6 +4,7 @@ mid-turn and starting it again resumes the turn; nothing is left running after i
 from __future__ import annotations
 
 import re
+import socket
 import sys
 from pathlib import Path
 
@@ -105,12 +106,12 @@ def test_dev_mode_names_the_redis_of_redis_url_with_its_password_masked(tmp_path
     seen: set[int] = set()
     try:
         wait_web(proc, env)
+        seen = family(proc)
         first = log.read_text().splitlines()[0]
         assert f"@127.0.0.1:{server.port}/0  ($REDIS_URL)" in first and password not in first, first
         with httpx.Client(base_url=base_url(env), timeout=10) as http:
             wf = http.post("/start-workflow", json={"task": "Lisbon?"}).json()["workflow_instance_id"]
             assert wait_final(http, f"/workflows/{wf}", 30)["runtime_status"] == "COMPLETED"
-        seen = family(proc)
         assert sigterm_and_wait(proc) == 0
         assert_all_gone(seen)
         assert password not in log.read_text()
@@ -119,6 +120,27 @@ def test_dev_mode_names_the_redis_of_redis_url_with_its_password_masked(tmp_path
         kill_all(seen)
         model.stop()
         server.stop()
+
+
+def test_dev_mode_on_a_port_in_use_says_so_before_starting_anything(tmp_path: Path) -> None:
+    """The web app's port held by another server (a dev mode left running answers /health
+    there): dev mode exits 1 at once with one line naming the port and how to choose
+    another, never prints ``ready`` for a server that is not its own, and leaves nothing
+    running (it used to start the model and worker, report ready on the other server's
+    /health, then stop when its gunicorn could not bind)."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        env = dev_env(tmp_path, AGENT_PLATFORM_APP_PORT=str(port), OPENAI_BASE_URL="http://127.0.0.1:9/v1")
+        proc = start_dev("tests.agents_dev:sleepy", env, tmp_path / "dev.log")
+        try:
+            assert proc.wait(30) == 1, proc.log()[-3000:]
+            output = proc.log()
+            assert f"port {port} on 127.0.0.1 is in use" in output and "AGENT_PLATFORM_APP_PORT" in output, output
+            assert "ready:" not in output and "worker     " not in output, output
+        finally:
+            proc.kill()
 
 
 def _read_steps_offline(tmp_path: Path, wf: str) -> list[dict]:

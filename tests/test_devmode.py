@@ -203,3 +203,31 @@ def test_the_embedded_servers_chat_template_renders_plain_text() -> None:
     assert "&#34;" in escaping.from_string(template).render(**values)  # what the handler did
     plain = plain_text_environment(ImmutableSandboxedEnvironment)(autoescape=select_autoescape(["html", "xml"]))
     assert plain.from_string(template).render(**values) == ('[{"airline": "SkyHighAir"}] <ok> & more {"city": "Paris"}')
+
+
+def test_dev_mode_sigkilled_takes_its_worker_and_web_app_with_it(tmp_path: Path) -> None:
+    """A dev mode that is SIGKILLed (a notebook kernel restart, ``kill -9``) leaves no worker
+    or web app behind consuming its queue and holding its ports: the forked children ask
+    the kernel for SIGTERM when their parent dies (found by a new user's walkthrough)."""
+    import psutil
+
+    model = ScriptedModel([text("unused")]).start()
+    env = dev_env(tmp_path, OPENAI_BASE_URL=model.base_url)
+    proc = start_dev("tests.agents_dev:sleepy", env, tmp_path / "dev.log")
+    seen: set[int] = set()
+    try:
+        wait_web(proc, env)
+        seen = family(proc)
+        assert proc.pid is not None
+        forked = {
+            c.pid: {c.pid, *(g.pid for g in c.children(recursive=True))}
+            for c in psutil.Process(proc.pid).children()
+            if "redis-server" not in " ".join(c.cmdline())
+        }
+        assert len(forked) >= 2, forked  # the worker and the web app
+        proc.kill()
+        assert_all_gone({pid for group in forked.values() for pid in group})
+    finally:
+        proc.kill()
+        kill_all(seen)
+        model.stop()

@@ -21,6 +21,7 @@ from .engine.dispatch import Dispatcher, StepMessage, task_kind
 from .engine.seam import FinishHook
 from .errors import AgentNotFound, ConfigurationError, WorkflowNotFound
 from .ids import new_workflow_id, validate_id
+from .jsontext import unicode_text
 from .memory.base import SessionHistory
 from .settings import Settings
 from .store.workflows import WorkflowStore
@@ -227,8 +228,10 @@ class Runtime:
             validate_id(workflow_id, "workflow id") if workflow_id else new_workflow_id(),
             agent.name,
             session_id,
-            task,
-            metadata=metadata,
+            # A lone surrogate (a bus message, the Python API) cannot be stored as JSON by
+            # Redis's decoder: U+FFFD instead, as for model replies and tool results.
+            unicode_text(task),
+            metadata=unicode_text(metadata),
             callback_url=callback_url,
             idempotency_key=idempotency_key,
             due_in=self.settings.dispatch_grace,

@@ -271,3 +271,28 @@ def test_lone_surrogates_from_the_model_or_a_tool_become_u_fffd_and_the_turn_com
     assert [r["arguments"]["city"] for r in tool_runs(redis_client, "lookup_city")] == ["Par\ud800is"]  # ran once
     assert strict_model.calls == 2 and strict_model.rejections == []
     assert api.http.get(f"/ui/workflows/{wf}").status_code == 200
+
+
+def test_a_task_with_a_lone_surrogate_from_the_python_api_completes_with_u_fffd(
+    platform: Platform, api: Api, strict_model: ScriptedModel
+) -> None:
+    """The HTTP routes refuse a lone surrogate (400); a task that arrives another way (the
+    Python API, a bus message) is stored with U+FFFD in its place, as model replies and tool
+    results are, so the turn runs instead of ending as lost runs (C15's kind)."""
+    from agent_platform.runtime import Runtime
+    from agent_platform.settings import Settings
+    from tasks import create_celery
+
+    strict_model.add(text("Paris it is."))
+    runtime = Runtime(Settings.from_env({k: v for k, v in platform.env.items() if v}))
+    app = create_celery(runtime=runtime)  # gives the runtime its dispatcher
+    try:
+        wf, created = runtime.start_workflow(FAULTS, "Which\ud800 city?", session_id="api-surrogate")
+    finally:
+        app.close()
+        runtime.close()
+    assert created
+    status = api.wait_status(wf, timeout=60)
+    assert status["runtime_status"] == "COMPLETED", status
+    assert status["input"] == "Which\ufffd city?"
+    assert [s["status"] for s in api.steps(wf)] == ["ok", "ok", "ok"]

@@ -13,7 +13,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -150,42 +150,76 @@ def get_component(components: Mapping[str, Component], name: str, expected_types
     return component
 
 
+#: ``RedisTarget.topology`` values: one server, a Redis Cluster, a primary found through Sentinel.
+NODE, CLUSTER, SENTINEL = "node", "cluster", "sentinel"
+
+
 @dataclass(frozen=True)
 class RedisTarget:
     """Where a Redis component points.
 
     Attributes:
         url: ``redis://`` / ``rediss://`` URL with the db number, password included
-            (never log it: use :meth:`redacted_url`).
+            (never log it: use :meth:`redacted_url`). For a cluster or Sentinel, the
+            credentials, TLS and db of the data nodes, with the first host of ``hosts``.
         key_prefix: prepended to every key, ``""`` or ending in ``"||"`` (Dapr's separator).
+        topology: ``node`` (one server), ``cluster`` (redis-py's ``RedisCluster``, seeded
+            with ``hosts``) or ``sentinel`` (the primary ``master_name`` that the Sentinels
+            at ``hosts`` name, redis-py's ``Sentinel.master_for``).
+        hosts: every ``(host, port)`` of ``redisHost``.
+        master_name: Dapr's ``sentinelMasterName`` (Sentinel only).
+        sentinel_username, sentinel_password: Dapr's ``sentinelUsername`` /
+            ``sentinelPassword``: how to log in to the Sentinels themselves (Sentinel only).
     """
 
     url: str
     key_prefix: str
+    topology: str = NODE
+    hosts: tuple[tuple[str, int], ...] = ()
+    master_name: str = ""
+    sentinel_username: str = ""
+    sentinel_password: str = field(default="", repr=False)
 
     def redacted_url(self) -> str:
-        """Return :attr:`url` with the password (or lone user-info) replaced by ``***``."""
-        return _redact(self.url)
+        """Return :attr:`url` with the password (or lone user-info) replaced by ``***``;
+        a cluster or Sentinel target reads ``redis+cluster://`` / ``redis+sentinel://``
+        followed by every host (and ``/<master_name>`` for Sentinel)."""
+        if self.topology == NODE:
+            return redact_url(self.url)
+        parts = urlsplit(redact_url(self.url))
+        userinfo = parts.netloc.rpartition("@")[0]
+        netloc = (userinfo + "@" if userinfo else "") + ",".join(f"{h}:{p}" for h, p in self.hosts)
+        tail = f"/{self.master_name}{parts.path}" if self.topology == SENTINEL else ""
+        return f"{parts.scheme}+{self.topology}://{netloc}{tail}"
 
     def __repr__(self) -> str:
-        return f"RedisTarget(url={self.redacted_url()!r}, key_prefix={self.key_prefix!r})"
+        return f"RedisTarget(url={self.redacted_url()!r}, key_prefix={self.key_prefix!r}, topology={self.topology!r})"
 
 
 def redis_target(component: Component, env: Mapping[str, str] | None = None) -> RedisTarget:
-    """Build the URL and key prefix of a ``state.redis`` / ``pubsub.redis`` component.
+    """Build the URL, key prefix and topology of a ``state.redis`` / ``pubsub.redis`` component.
 
-    Fields (Dapr's names): ``redisHost`` (``host:port``, port 6379 by default; required),
-    ``redisUsername``, ``redisPassword``, ``redisDB`` (int, default 0), ``enableTLS``
-    (Go ``strconv.ParseBool`` spellings; true -> ``rediss://``) and ``keyPrefix``:
-    ``none`` -> ``""``; ``name`` -> ``"<component name>||"``; absent or ``appid`` ->
-    ``"<AGENT_PLATFORM_APP_ID>||"`` (``""`` when unset); any other string ``s`` ->
-    ``"s||"``, lowercased as Dapr does. ``REDIS_URL`` in ``env`` replaces host, port,
-    credentials, db and TLS of every Redis component; the key prefix still comes from it.
+    Fields (Dapr's names): ``redisHost`` (``host:port``, port 6379 by default; required;
+    a comma-separated list for a cluster's seed nodes or for the Sentinels),
+    ``redisUsername``, ``redisPassword``, ``redisDB`` (int, default 0; ignored by a
+    cluster, as Dapr does), ``enableTLS`` (Go ``strconv.ParseBool`` spellings; true ->
+    ``rediss://``) and ``keyPrefix``: ``none`` -> ``""``; ``name`` -> ``"<component
+    name>||"``; absent or ``appid`` -> ``"<AGENT_PLATFORM_APP_ID>||"`` (``""`` when unset);
+    any other string ``s`` -> ``"s||"``, lowercased as Dapr does.
+
+    Topology, as Dapr's Redis components choose it: ``failover: true`` with
+    ``sentinelMasterName`` (and optional ``sentinelUsername`` / ``sentinelPassword``) ->
+    Sentinel, ``redisHost`` naming the Sentinels; else ``redisType: cluster``, or several
+    hosts in ``redisHost`` (go-redis's universal client) -> Redis Cluster; else one node.
+
+    ``REDIS_URL`` in ``env`` replaces host, port, credentials, db, TLS and topology of
+    every Redis component (one plain server); the key prefix still comes from it.
 
     Raises:
-        ComponentError: wrong type, ``redisHost`` missing or not ``host:port``, bad
-            ``redisDB`` / ``enableTLS`` / ``keyPrefix``, or Redis Cluster / Sentinel
-            settings (``redisType: cluster``, ``failover: true``), which are unsupported.
+        ComponentError: wrong type, ``redisHost`` missing or not ``host:port[,...]``, bad
+            ``redisDB`` / ``enableTLS`` / ``failover`` / ``redisType`` / ``keyPrefix``,
+            ``failover`` without ``sentinelMasterName``, or ``failover`` with ``redisType:
+            cluster``.
         ConfigurationError: ``REDIS_URL`` is not a ``redis://``, ``rediss://`` or ``unix://`` URL.
     """
     env = os.environ if env is None else env
@@ -196,16 +230,21 @@ def redis_target(component: Component, env: Mapping[str, str] | None = None) -> 
     key_prefix = _key_prefix(component, env, where)
     if env.get("REDIS_URL"):
         return RedisTarget(default_redis_url(env), key_prefix)
-    if meta.get("redisType", "node").lower() != "node" or _bool_field(meta, "failover", where):
-        raise ComponentError(f"{where}: redisType cluster / failover (Sentinel) is unsupported")
-    host_port = meta.get("redisHost", "").strip()
-    if not host_port:
+    hosts = tuple(_host_port(item, where) for item in meta.get("redisHost", "").split(",") if item.strip())
+    if not hosts:
         raise ComponentError(f"{where}: missing required field 'redisHost' (host:port)")
-    host, sep, port = host_port.rpartition(":")
-    if not sep or "]" in port:  # no port, or a bracketed IPv6 address without one
-        host, port = host_port, "6379"
-    if "," in host_port or not port.isdigit() or not 0 < int(port) < 65536 or not host:
-        raise ComponentError(f"{where}: field 'redisHost' must be one host:port: {host_port!r}")
+    redis_type = meta.get("redisType", "").strip().lower() or NODE
+    if redis_type not in (NODE, CLUSTER):
+        raise ComponentError(f"{where}: field 'redisType' must be node or cluster, got {meta['redisType']!r}")
+    topology = CLUSTER if redis_type == CLUSTER or len(hosts) > 1 else NODE
+    master_name = ""
+    if _bool_field(meta, "failover", where):
+        if redis_type == CLUSTER:
+            raise ComponentError(f"{where}: 'failover: true' (Sentinel) and 'redisType: cluster' exclude each other")
+        master_name = meta.get("sentinelMasterName", "").strip()
+        if not master_name:
+            raise ComponentError(f"{where}: 'failover: true' needs the field 'sentinelMasterName'")
+        topology = SENTINEL
     db = meta.get("redisDB", "").strip() or "0"
     if not db.isdigit():
         raise ComponentError(f"{where}: field 'redisDB' must be an integer >= 0, got {db!r}")
@@ -213,7 +252,30 @@ def redis_target(component: Component, env: Mapping[str, str] | None = None) -> 
     auth = f"{quote(user, safe='')}:{quote(password, safe='')}@" if password else ""
     auth = auth or (f"{quote(user, safe='')}@" if user else "")
     scheme = "rediss" if _bool_field(meta, "enableTLS", where) else "redis"
-    return RedisTarget(f"{scheme}://{auth}{host}:{int(port)}/{int(db)}", key_prefix)
+    host, port = hosts[0]
+    url = f"{scheme}://{auth}{host}:{port}/{0 if topology == CLUSTER else int(db)}"
+    if topology == NODE:
+        return RedisTarget(url, key_prefix)
+    return RedisTarget(
+        url,
+        key_prefix,
+        topology,
+        hosts,
+        master_name,
+        meta.get("sentinelUsername", "") if master_name else "",
+        meta.get("sentinelPassword", "") if master_name else "",
+    )
+
+
+def _host_port(item: str, where: str) -> tuple[str, int]:
+    """``host:port`` (port 6379 when absent; ``[v6]:port`` for IPv6) -> ``(host, port)``."""
+    text = item.strip()
+    host, sep, port = text.rpartition(":")
+    if not sep or "]" in port:  # no port, or a bracketed IPv6 address without one
+        host, port = text, "6379"
+    if not port.isdigit() or not 0 < int(port) < 65536 or not host:
+        raise ComponentError(f"{where}: field 'redisHost' must be host:port (comma-separated for several): {text!r}")
+    return host, int(port)
 
 
 def default_redis_url(env: Mapping[str, str] | None = None) -> str:
@@ -225,7 +287,7 @@ def default_redis_url(env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
     url = env.get("REDIS_URL") or DEFAULT_REDIS_URL
     if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
-        raise ConfigurationError(f"REDIS_URL must be a redis(s):// or unix:// URL: {_redact(url)!r}")
+        raise ConfigurationError(f"REDIS_URL must be a redis(s):// or unix:// URL: {redact_url(url)!r}")
     return url
 
 
@@ -340,7 +402,7 @@ def _key_prefix(component: Component, env: Mapping[str, str], where: str) -> str
     return strategy + KEY_SEPARATOR
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
     """Replace the password of ``url`` (or a lone user-info part) with ``***``."""
     parts = urlsplit(url)
     userinfo, at, hostinfo = parts.netloc.rpartition("@")

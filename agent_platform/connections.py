@@ -1,5 +1,6 @@
-"""Redis connections as redis-py documents them: clients by role, blocking reads that
-the socket timeout cannot cut, and stream replies read the same under RESP2 and RESP3.
+"""Redis connections as redis-py documents them: clients by role and by topology,
+blocking reads that the socket timeout cannot cut, and stream replies read the same under
+RESP2 and RESP3.
 
 Two kinds of process talk to Redis:
 
@@ -13,19 +14,62 @@ Two kinds of process talk to Redis:
 
 Options written in the URL (``?socket_timeout=2``, ``?protocol=3``...) win over these
 defaults, as with ``redis.Redis.from_url``.
+
+A component names one of three topologies (:class:`~agent_platform.components.RedisTarget`),
+and :func:`connect` builds its client with the same policy:
+
+- one server: :func:`redis_client`;
+- Sentinel: each new connection asks the Sentinels for the current primary
+  (``SentinelManagedConnection``); a demoted primary's ``READONLY`` reply drops the
+  connection, and the retry reconnects to the new primary;
+- Cluster: redis-py's ``RedisCluster`` routes each command to the primary of its key's
+  slot, follows ``MOVED`` (slot moved: the slot table is refreshed) and ``ASK`` (slot
+  migrating: one command asks the importing node), and retries ``TRYAGAIN`` (a script
+  whose keys a migration in progress has split) for about 0.4 s;
+  :class:`PatientRedisCluster` waits out a longer migration.
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import ClusterError, TryAgainError
 from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+from .components import CLUSTER, NODE, SENTINEL, RedisTarget
 
 #: Socket timeout (s) of worker and bus clients: redis-py 8's default, set explicitly so
 #: that older redis-py versions (no timeout) never hang on a stopped Redis either.
 PATIENT_SOCKET_TIMEOUT = 5.0
+
+
+def client_options(fail_fast_timeout: float | None = None) -> dict[str, Any]:
+    """The redis-py client options of a patient client (``fail_fast_timeout`` None: workers,
+    bus) or of a fail-fast one (the web app); see :func:`redis_client`."""
+    if fail_fast_timeout is None:
+        timeout = PATIENT_SOCKET_TIMEOUT
+        retry = Retry(
+            ExponentialBackoff(cap=2.0, base=0.05),
+            retries=12,
+            supported_errors=(redis.exceptions.ConnectionError, redis.exceptions.TimeoutError),
+        )
+        connect_timeout = 5.0
+    else:
+        timeout = connect_timeout = fail_fast_timeout
+        retry = Retry(ExponentialBackoff(cap=0.2, base=0.05), retries=1, supported_errors=(redis.ConnectionError,))
+    return {
+        "decode_responses": True,
+        "socket_keepalive": True,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": connect_timeout,
+        "health_check_interval": 15,
+        "retry": retry,
+    }
 
 
 def redis_client(url: str, fail_fast_timeout: float | None = None) -> redis.Redis:
@@ -41,32 +85,76 @@ def redis_client(url: str, fail_fast_timeout: float | None = None) -> redis.Redi
     Both keep TCP keepalive on and check an idle connection with a PING after 15 s
     (``health_check_interval``).
     """
-    if fail_fast_timeout is None:
-        timeout = PATIENT_SOCKET_TIMEOUT
-        retry = Retry(
-            ExponentialBackoff(cap=2.0, base=0.05),
-            retries=12,
-            supported_errors=(redis.exceptions.ConnectionError, redis.exceptions.TimeoutError),
-        )
-        connect_timeout = 5.0
-    else:
-        timeout = connect_timeout = fail_fast_timeout
-        retry = Retry(ExponentialBackoff(cap=0.2, base=0.05), retries=1, supported_errors=(redis.ConnectionError,))
-    return redis.Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_keepalive=True,
-        socket_timeout=timeout,
-        socket_connect_timeout=connect_timeout,
-        health_check_interval=15,
-        retry=retry,
+    return redis.Redis.from_url(url, **client_options(fail_fast_timeout))
+
+
+def connect(target: RedisTarget, fail_fast_timeout: float | None = None) -> Any:
+    """The redis-py client of a component's target, with :func:`client_options`'s policy:
+    ``redis.Redis`` for one server or a Sentinel primary, a :class:`PatientRedisCluster`
+    for a cluster (a plain ``RedisCluster`` for a fail-fast client: a request had better
+    fail than wait out a migration).
+
+    Raises:
+        redis.RedisError: a cluster whose slots cannot be read from any seed node
+            (``RedisCluster`` reads the slot table when it is built).
+    """
+    if target.topology == NODE:
+        return redis_client(target.url, fail_fast_timeout)
+    parts = urlsplit(target.url)
+    options = client_options(fail_fast_timeout)
+    retry = options.pop("retry")
+    options.update(
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        ssl=parts.scheme == "rediss",
     )
+    nodes = [(host.strip("[]"), port) for host, port in target.hosts]
+    if target.topology == CLUSTER:
+        cls = RedisCluster if fail_fast_timeout is not None else PatientRedisCluster
+        return cls(startup_nodes=[ClusterNode(host, port) for host, port in nodes], retry=retry, **options)
+    if target.topology == SENTINEL:
+        login = {"username": target.sentinel_username} if target.sentinel_username else {}
+        if target.sentinel_password:
+            login["password"] = target.sentinel_password
+        timeouts = {k: options[k] for k in ("socket_timeout", "socket_connect_timeout")}
+        sentinel = Sentinel(nodes, sentinel_kwargs={**timeouts, **login})
+        return sentinel.master_for(target.master_name, db=int(parts.path.strip("/") or 0), retry=retry, **options)
+    raise ValueError(f"unknown Redis topology {target.topology!r}")
+
+
+class PatientRedisCluster(RedisCluster):
+    """A ``RedisCluster`` that waits out a slot migration instead of failing the step.
+
+    While ``redis-cli --cluster reshard`` moves a slot key by key, a script over a
+    workflow's keys (all in one slot) is refused with ``TRYAGAIN`` as long as some of them
+    have moved and others not; redis-py retries 16 times over about 0.4 s, then raises
+    ``ClusterError("TTL exhausted.")``. A refused command did not run, so this client
+    runs it again with backoff (redis-py's ``Retry``, about 25 s in all) on
+    ``TryAgainError`` and ``ClusterError`` (which ``ClusterDownError`` is too: a cluster
+    without a primary for the slot, during a failover, refuses commands as well).
+    """
+
+    MIGRATION_RETRY = Retry(
+        ExponentialBackoff(cap=1.0, base=0.05), retries=30, supported_errors=(TryAgainError, ClusterError)
+    )
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        run = super().execute_command
+        return self.MIGRATION_RETRY.call_with_retry(lambda: run(*args, **kwargs), lambda _: None)
+
+
+def is_cluster(client: Any) -> bool:
+    """True for a ``RedisCluster`` client (commands over several keys must share a slot)."""
+    return isinstance(client, RedisCluster)
 
 
 def socket_timeout_of(client: Any) -> float | None:
     """The read timeout (s) of ``client``'s connections, None when reads wait for ever."""
     pool = getattr(client, "connection_pool", None)
-    value = getattr(pool, "connection_kwargs", {}).get("socket_timeout")
+    kwargs = getattr(pool, "connection_kwargs", None) or getattr(
+        getattr(client, "nodes_manager", None), "connection_kwargs", {}
+    )
+    value = kwargs.get("socket_timeout")
     return None if value is None else float(value)
 
 

@@ -4,7 +4,9 @@ Starts dev mode for the TravelBuddy agent defined here (the agent of
 ``examples/travel_planner.py``; the demo ships with the package), sends "I want to find
 flights to Paris" over HTTP, prints the model's answer as it is written and each step as
 it is checkpointed (what ``agent-platform run`` shows: :func:`~agent_platform.timeline.print_live`)
-and the answer, then stops everything. Exit status 0 only when the turn is COMPLETED.
+and the answer, then stops everything and says how to keep the services (and the run
+inspector's URL) up: ``agent-platform dev examples.travel_planner:travel_planner``. Exit
+status 0 only when the turn is COMPLETED.
 """
 
 from __future__ import annotations
@@ -83,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     if status.get("failure_details"):
         print(f"failure: {status['failure_details']}")
     print(f"answer: {status.get('output')}")
+    # The URLs printed at the start no longer answer: say so, and how to keep them up.
+    print(
+        f"\n[agent-platform] stopped: the worker and the web app ({dev.base_url}/ui/) ended with the demo;"
+        " to keep them up: .venv/bin/agent-platform dev examples.travel_planner:travel_planner  (Ctrl-C stops)"
+    )
     return 0 if status["runtime_status"] == "COMPLETED" else 1
 
 

@@ -85,7 +85,8 @@ class DevMode:
 
     Args:
         agents: the agents to serve (objects; they need not be importable).
-        port: the web app's port (0: no web app, a worker only).
+        port: the web app's port (0: no web app, a worker only); taken, it is an error
+            (:meth:`start` raises ConfigurationError naming it, before starting anything).
         host: the address the web app binds.
         dapr_port: the port of the Dapr workflow API (default :func:`sidecar_port`; 0 off);
             skipped with a warning line when the port is taken.
@@ -142,8 +143,8 @@ class DevMode:
         """Start everything and wait until the worker answers a ping and the web app /health.
 
         Raises:
-            ConfigurationError: a process did not start (its log tail is in the message),
-                or a component the agents name is missing.
+            ConfigurationError: the web app's port is in use, a process did not start (its
+                log tail is in the message), or a component the agents name is missing.
             Interrupted: ``stopping`` was set meanwhile.
         """
         try:
@@ -154,6 +155,14 @@ class DevMode:
         return self
 
     def _start(self) -> None:
+        if self.port and not _port_free(self.host, self.port):
+            # Checked first: gunicorn would retry the bind for seconds after the model and
+            # worker started, and whatever holds the port (a dev mode left running) would
+            # answer the readiness check meanwhile.
+            raise ConfigurationError(
+                f"port {self.port} on {self.host} is in use (another dev mode still running?): stop what holds "
+                "it, or choose another port (as_service(port=...), agent-platform dev --port, AGENT_PLATFORM_APP_PORT)"
+            )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         self._choose_redis(env)
@@ -191,7 +200,7 @@ class DevMode:
         else a private redis-server (``REDIS_URL`` then points every component at it)."""
         if env.get("REDIS_URL"):
             self.runtime = Runtime(Settings.from_env(env), agents=self.agents)
-            self.redis_note = "redis      $REDIS_URL"
+            self.redis_note = f"redis      {', '.join(_redis_urls(self.runtime, redacted=True))}  ($REDIS_URL)"
             return
         settings = Settings.from_env(env)
         found = load_components(settings.components_path, env)
@@ -325,7 +334,7 @@ def _redis_urls(runtime: Runtime, redacted: bool = False) -> list[str]:
         store = getattr(agent.memory, "store_name", None)
         if store:
             names.append(store)
-    urls = dict.fromkeys(runtime.target_for(name)[0] for name in dict.fromkeys(names))
+    urls = dict.fromkeys(runtime.target_for(name).url for name in dict.fromkeys(names))
     return [RedisTarget(url, "").redacted_url() if redacted else url for url in urls]
 
 

@@ -18,6 +18,7 @@ import importlib.util
 import os
 import shutil
 import signal
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Self
 
@@ -119,6 +120,8 @@ class EmbeddedRedis:
         appendonly: bool = True,
         host: str = "127.0.0.1",
         executable: str | None = None,
+        config_file: str | Path | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         """Configure the server; nothing starts until :meth:`start`.
 
@@ -128,12 +131,17 @@ class EmbeddedRedis:
             appendonly: Turn on the append-only file (RDB snapshots stay off).
             host: Address to bind.
             executable: The redis-server binary; default :func:`find_redis_server`.
+            config_file: A redis.conf read first (a Sentinel needs one it can rewrite).
+            extra_args: More ``--name value`` options, after the ones above (for example
+                ``("--cluster-enabled", "yes")``, ``("--replicaof", host, port)``, ``("--sentinel",)``).
         """
         self.data_dir = Path(data_dir)
         self.port = port
         self.appendonly = appendonly
         self.host = host
         self.executable = executable
+        self.config_file = config_file
+        self.extra_args = tuple(extra_args)
         self._proc: ManagedProcess | None = None
 
     @property
@@ -190,12 +198,14 @@ class EmbeddedRedis:
         """
         args = [
             str(self.executable),
+            *([str(self.config_file)] if self.config_file else []),
             "--port", str(self.port),
             "--bind", self.host,
             "--dir", str(self.data_dir.resolve()),
             "--appendonly", "yes" if self.appendonly else "no",
             "--save", "",
             "--daemonize", "no",
+            *self.extra_args,
         ]  # fmt: skip
         self._proc = ManagedProcess("redis-server", args, log_path=self.log_path).start()
         atexit.register(self.stop)

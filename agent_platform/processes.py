@@ -207,6 +207,7 @@ class ManagedProcess:
         assert self.target is not None
         sys.stdout.flush()
         sys.stderr.flush()
+        parent = os.getpid()
         pid = os.fork()
         if pid:
             return _Forked(pid)
@@ -214,6 +215,7 @@ class ManagedProcess:
         code = 1
         try:
             os.setsid()
+            _die_with_parent(parent)
             self._child_setup()
             result = self.target()
             code = int(result or 0)
@@ -344,3 +346,20 @@ def gunicorn_command(*args: str) -> list[str]:
         raise FileNotFoundError("the 'web' package of agent-platform is not installed")
     config = str(Path(folders[0]) / "gunicorn.conf.py")
     return [sys.executable, "-m", "gunicorn", "--config", config, "web:create_app()", *args]
+
+
+def _die_with_parent(parent: int) -> None:
+    """In a forked child on Linux: ask the kernel for SIGTERM when the parent dies
+    (``prctl(PR_SET_PDEATHSIG)``), so dev mode's worker and web app never outlive a dev
+    mode that was SIGKILLed (a notebook kernel restart). Elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)

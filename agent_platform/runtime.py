@@ -13,11 +13,10 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-import redis
-
 from .agent import AssistantAgent
-from .components import ComponentSet, default_redis_url, get_component, load_components, redis_target
-from .connections import redis_client
+from .broker import BrokerTarget, broker_target
+from .components import ComponentSet, RedisTarget, default_redis_url, get_component, load_components, redis_target
+from .connections import connect
 from .engine.dispatch import Dispatcher, StepMessage, task_kind
 from .engine.seam import FinishHook
 from .errors import AgentNotFound, ConfigurationError, WorkflowNotFound
@@ -98,7 +97,7 @@ class Runtime:
         self.redis_timeout = redis_timeout
         self.components: ComponentSet = load_components(self.settings.components_path)
         self._apply_model_component()
-        self._clients: dict[str, redis.Redis] = {}
+        self._clients: dict[RedisTarget, Any] = {}
         self._stores: dict[tuple[str, str], WorkflowStore] = {}
         self._histories: dict[str, SessionHistory] = {}
         self._lock = threading.Lock()
@@ -126,39 +125,50 @@ class Runtime:
             client.close()
 
     # -- connections --------------------------------------------------------------------
-    def target_for(self, store_name: str) -> tuple[str, str]:
-        """``(redis_url, key_prefix)`` of a ``state.redis``/``pubsub.redis`` component.
+    def target_for(self, store_name: str) -> RedisTarget:
+        """Where a ``state.redis``/``pubsub.redis`` component points (URL, key prefix, topology).
 
         With no components folder at all, every store is the default Redis
         (``REDIS_URL`` or localhost) with no prefix.
 
         Raises:
-            ComponentError: the folder exists but has no such Redis component.
+            ComponentError: the folder exists but has no such Redis component, or the
+                component is malformed.
         """
         env = _env(self.settings)
         if not self.components and not self.components.skipped:
-            return default_redis_url(env), ""
+            return RedisTarget(default_redis_url(env), "")
         component = get_component(self.components, store_name, ("state.redis", "pubsub.redis"))
-        target = redis_target(component, env)
-        return target.url, target.key_prefix
+        return redis_target(component, env)
 
-    def redis_for(self, store_name: str) -> tuple[redis.Redis, str]:
-        """``(client, key_prefix)`` for a component (one client per distinct URL)."""
-        url, prefix = self.target_for(store_name)
+    def redis_for(self, store_name: str) -> tuple[Any, str]:
+        """``(client, key_prefix)`` for a component: a ``redis.Redis`` (one server, or the
+        primary behind Sentinel) or a ``redis.cluster.RedisCluster``; one client per
+        distinct target, shared by the components that name the same Redis."""
+        target = self.target_for(store_name)
+        identity = RedisTarget(target.url, "", target.topology, target.hosts, target.master_name)
         with self._lock:
-            client = self._clients.get(url)
+            client = self._clients.get(identity)
             if client is None:
-                client = self._clients[url] = redis_client(url, self.redis_timeout)
-        return client, prefix
+                client = self._clients[identity] = connect(target, self.redis_timeout)
+        return client, target.key_prefix
+
+    def broker(self) -> BrokerTarget:
+        """The Celery broker (URL, kind, transport options): ``CELERY_BROKER_URL`` /
+        ``AGENT_PLATFORM_BROKER_URL``, else the first agent's state store (see
+        :func:`agent_platform.broker.broker_target`).
+
+        Raises:
+            ConfigurationError: no broker can be used (a Redis Cluster state store and no
+                broker URL; a Sentinel URL without ``master_name``; bad transport options).
+        """
+        agent = next(iter(self.agents.values()), None)
+        store = self.target_for(agent.state_store_name) if agent is not None else None
+        return broker_target(self.settings, store or RedisTarget(default_redis_url(_env(self.settings)), ""))
 
     def broker_url(self) -> str:
-        """The Celery broker: ``settings.broker_url``, else the first agent's state store."""
-        if self.settings.broker_url:
-            return self.settings.broker_url
-        agent = next(iter(self.agents.values()), None)
-        if agent is None:
-            return default_redis_url(_env(self.settings))
-        return self.target_for(agent.state_store_name)[0]
+        """The Celery broker's URL (see :meth:`broker`)."""
+        return self.broker().url
 
     def store_for(self, agent: AssistantAgent | str) -> WorkflowStore:
         """The workflow store of an agent (shared by agents with the same component and key)."""

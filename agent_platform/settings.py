@@ -19,7 +19,9 @@ ENV_FIELDS: dict[str, str] = {
     "AGENT_APP": "agent_app",
     "AGENT_PLATFORM_COMPONENTS_PATH": "components_path",
     "REDIS_URL": "redis_url",
+    "CELERY_BROKER_URL": "broker_url",  # Celery's own variable; AGENT_PLATFORM_BROKER_URL wins
     "AGENT_PLATFORM_BROKER_URL": "broker_url",
+    "AGENT_PLATFORM_BROKER_TRANSPORT_OPTIONS": "broker_transport_options",
     "AGENT_PLATFORM_VISIBILITY_TIMEOUT": "visibility_timeout",
     "AGENT_PLATFORM_LEASE_TTL": "lease_ttl",
     "AGENT_PLATFORM_SWEEP_INTERVAL": "sweep_interval",
@@ -64,7 +66,12 @@ class Settings:
         components_path: folder of Dapr-format component YAML files (None: the default,
             ``$AGENT_PLATFORM_COMPONENTS_PATH`` or ``./components``).
         redis_url: ``REDIS_URL``; overrides the host of every Redis component.
-        broker_url: the Celery broker; default the state store's Redis.
+        broker_url: the Celery broker (``CELERY_BROKER_URL`` or ``AGENT_PLATFORM_BROKER_URL``):
+            ``redis://``, ``sentinel://...;sentinel://...`` or ``amqp://`` (RabbitMQ,
+            quorum queues); default the first agent's state store (see
+            :mod:`agent_platform.broker`).
+        broker_transport_options: a JSON object merged into Celery's
+            ``broker_transport_options`` (e.g. ``{"master_name": "mymaster"}`` for Sentinel).
         visibility_timeout: seconds before the Redis broker redelivers an unacknowledged
             message (kombu's ``visibility_timeout``); keep it above the longest step.
         lease_ttl: seconds a step lease lives without a heartbeat (renewed every ttl/3).
@@ -123,6 +130,7 @@ class Settings:
     components_path: str | None = None
     redis_url: str | None = None
     broker_url: str | None = None
+    broker_transport_options: str | None = None
     visibility_timeout: float = 3600.0
     lease_ttl: float = 10.0
     sweep_interval: float = 2.0

@@ -7,9 +7,10 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 from redis.connection import parse_url as redis_parse_url
 
+from agent_platform.broker import AMQP, BrokerTarget
 from agent_platform.bus.responses import install as install_bus
 from agent_platform.runtime import Runtime
 from agent_platform.settings import Settings
@@ -26,30 +27,15 @@ def celery_config(runtime: Runtime) -> dict[str, Any]:
     """Celery settings: JSON only, late acks, prefetch 1, events on, results ignored.
 
     Sources: Celery's "Should I use retry or acks_late?" FAQ and the Redis transport's
-    ``visibility_timeout`` (kombu), which must exceed the longest step.
+    ``visibility_timeout`` (kombu), which must exceed the longest step. The broker's own
+    settings come from :func:`broker_config`.
     """
-    settings = runtime.settings
-    queues = [Queue(agent.queue) for agent in runtime.agents.values()]
-    broker_url, from_url = broker_options(runtime.broker_url())
-    transport: dict[str, Any] = {
-        "visibility_timeout": settings.visibility_timeout,
-        **restore_cadence(settings.visibility_timeout),
-        "socket_keepalive": True,
-        "health_check_interval": 10,
-    }
-    fail_fast: dict[str, Any] = {}
-    if runtime.redis_timeout is not None:  # the web app: a publish fails fast (503), see web/errors.py
-        transport.update(socket_timeout=runtime.redis_timeout, socket_connect_timeout=runtime.redis_timeout)
-        fail_fast = {
-            "broker_connection_timeout": runtime.redis_timeout,
-            "task_publish_retry_policy": {"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
-        }
+    broker = runtime.broker()
+    queues = [agent_queue(agent.queue, broker) for agent in runtime.agents.values()]
     return {
-        "broker_url": broker_url,
+        **broker_config(runtime, broker),
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
-        "broker_transport_options": {**transport, **from_url},
-        **fail_fast,
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
@@ -66,6 +52,70 @@ def celery_config(runtime: Runtime) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "enable_utc": True,
     }
+
+
+def broker_config(runtime: Runtime, broker: BrokerTarget) -> dict[str, Any]:
+    """The broker's part of the Celery settings.
+
+    - Redis and Sentinel (kombu's Redis transport): ``visibility_timeout`` above the
+      longest step and a restore sweep to match, keepalive and health checks, a Redis
+      URL's own options (:func:`broker_options`); for Sentinel, ``master_name`` (and
+      ``sentinel_kwargs``) from the deployment.
+    - RabbitMQ: every agent queue is a quorum queue (replicated, Raft) bound to a topic
+      exchange, as Celery 5.5's native delayed delivery needs (``task_default_queue_type``,
+      ``task_create_missing_queue_type`` and ``..._exchange_type`` for queues a process
+      dispatches to without declaring them); publisher confirms (py-amqp's
+      ``confirm_publish``), so a dispatched step is on the broker before the checkpoint's
+      task acknowledges. A countdown (an LLM retry's backoff) travels through the
+      ``celery_delayed_*`` queues the worker declares; Celery disables global QoS for
+      quorum queues (``worker_detect_quorum_queues``). There is no visibility timeout:
+      RabbitMQ redelivers a message when its consumer's connection closes, and closes a
+      channel whose delivery stays unacknowledged past its ``consumer_timeout``
+      (30 min by default): raise it above the longest step.
+
+    In the web app (``runtime.redis_timeout`` set) a publish fails fast: the broker's
+    connection timeout is that many seconds and a publish is retried once.
+    """
+    fail_fast: dict[str, Any] = {}
+    if runtime.redis_timeout is not None:  # the web app: a publish fails fast (503), see web/errors.py
+        fail_fast = {
+            "broker_connection_timeout": runtime.redis_timeout,
+            "task_publish_retry_policy": {"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
+        }
+    if broker.kind == AMQP:
+        return {
+            "broker_url": broker.url,
+            "broker_transport_options": {"confirm_publish": True, **broker.transport_options},
+            "task_default_queue_type": "quorum",
+            "task_create_missing_queue_type": "quorum",
+            "task_create_missing_queue_exchange_type": "topic",
+            "broker_native_delayed_delivery_queue_type": "quorum",
+            "worker_detect_quorum_queues": True,
+            **fail_fast,
+        }
+    settings = runtime.settings
+    url, from_url = broker_options(broker.url)
+    transport: dict[str, Any] = {
+        "visibility_timeout": settings.visibility_timeout,
+        **restore_cadence(settings.visibility_timeout),
+        "socket_keepalive": True,
+        "health_check_interval": 10,
+    }
+    if runtime.redis_timeout is not None:
+        transport.update(socket_timeout=runtime.redis_timeout, socket_connect_timeout=runtime.redis_timeout)
+    return {
+        "broker_url": url,
+        "broker_transport_options": {**transport, **from_url, **broker.transport_options},
+        **fail_fast,
+    }
+
+
+def agent_queue(name: str, broker: BrokerTarget) -> Queue:
+    """An agent's queue: Celery's default for Redis; on RabbitMQ a quorum queue bound to a
+    topic exchange of the same name (what ``task_create_missing_queue_*`` would create)."""
+    if broker.kind != AMQP:
+        return Queue(name)
+    return Queue(name, Exchange(name, type="topic"), routing_key=name, queue_arguments={"x-queue-type": "quorum"})
 
 
 #: Options of a redis:// URL that kombu's Redis transport takes as transport options.
@@ -147,7 +197,7 @@ def create_celery(settings: Settings | None = None, runtime: Runtime | None = No
     app = Celery("agent_platform", set_as_current=False)
     app.conf.update(celery_config(runtime))
     if runtime.dispatcher is None:
-        runtime.dispatcher = CeleryDispatcher(app)
+        runtime.dispatcher = CeleryDispatcher(app, whole_second_delays=app.conf.task_default_queue_type == "quorum")
     app.runtime = runtime  # type: ignore[attr-defined]
     register_steps(app, runtime)
     register_callbacks(app, runtime)

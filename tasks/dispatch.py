@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,10 +25,15 @@ class CeleryDispatcher:
 
     Args:
         app: the Celery app (its broker receives the messages).
+        whole_second_delays: round a countdown up to whole seconds. RabbitMQ's native
+            delayed delivery (quorum queues) counts in whole seconds, and Celery turns
+            a countdown below 1 s into ``int(countdown) == 0``, which kombu's
+            ``calculate_routing_key`` refuses (``ValueError``).
     """
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, whole_second_delays: bool = False) -> None:
         self.app = app
+        self.whole_second_delays = whole_second_delays
 
     def dispatch(self, message: StepMessage, countdown: float | None = None, time_limit: float | None = None) -> None:
         """Enqueue one step; ``countdown`` delays it (Celery ETA), ``time_limit`` sets the
@@ -44,8 +50,8 @@ class CeleryDispatcher:
     def signature(self, message: StepMessage, countdown: float | None = None, time_limit: float | None = None) -> Any:
         """The Celery signature of one step (what :meth:`dispatch` sends)."""
         options: dict[str, Any] = {"queue": queue_name(message.agent)}
-        if countdown:
-            options["countdown"] = countdown
+        if countdown and countdown > 0:
+            options["countdown"] = math.ceil(countdown) if self.whole_second_delays else countdown
         if time_limit:
             options["soft_time_limit"] = time_limit
             options["time_limit"] = time_limit + HARD_LIMIT_GRACE

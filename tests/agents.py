@@ -2,7 +2,8 @@
 
 ``travel_buddy`` is the TravelBuddy agent of DESIGN section 1 with one difference a test
 can observe: ``search_flights`` records every call it really receives (its validated
-arguments and idempotency key) in the Redis list :data:`TOOL_CALLS_KEY` of ``REDIS_URL``,
+arguments and idempotency key) in the Redis list :data:`TOOL_CALLS_KEY` of
+``TEST_TRACE_REDIS_URL`` (default ``REDIS_URL``),
 so a test can tell how often, and with what, the function itself ran.
 """
 
@@ -36,8 +37,8 @@ class DestinationSchema(BaseModel):
 
 
 def record_call(name: str, arguments: dict[str, Any], context: ToolContext) -> None:
-    """Append one call of a tool function to :data:`TOOL_CALLS_KEY` (no-op without REDIS_URL)."""
-    url = os.environ.get("REDIS_URL")
+    """Append one call of a tool function to :data:`TOOL_CALLS_KEY` (no-op without a trace Redis)."""
+    url = os.environ.get("TEST_TRACE_REDIS_URL") or os.environ.get("REDIS_URL")
     if not url:
         return
     client = redis.Redis.from_url(url)

@@ -1,7 +1,9 @@
 """An agent for the failure, retry, control and chaos tests: ``AGENT_APP=tests.agents_failures:ops_buddy``.
 
-OpsBuddy's tools leave a trace in the Redis of ``REDIS_URL`` so a test can tell what
-really ran, in which process, with which idempotency key (:data:`EVENTS_KEY`):
+OpsBuddy's tools leave a trace in the Redis of ``TEST_TRACE_REDIS_URL`` (default
+``REDIS_URL``; the scaling tests keep the state on a Redis Cluster or Sentinel and the
+trace on a plain Redis) so a test can tell what really ran, in which process, with which
+idempotency key (:data:`EVENTS_KEY`):
 
 - ``slow_task(seconds, label)``: sleeps ``seconds`` (the model chooses), recording its
   start and its end;
@@ -36,7 +38,8 @@ APPROVAL_TIMEOUT = 1.5
 
 
 def _client() -> redis.Redis:
-    return redis.Redis.from_url(os.environ["REDIS_URL"], decode_responses=True, socket_connect_timeout=5)
+    url = os.environ.get("TEST_TRACE_REDIS_URL") or os.environ["REDIS_URL"]
+    return redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5)
 
 
 def record(event: str, context: ToolContext, **extra: Any) -> None:

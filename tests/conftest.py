@@ -8,6 +8,8 @@
   ``PLATFORM_WORKERS`` workers (default 1) of ``PLATFORM_CONCURRENCY`` (default 2) and
   the extra platform variables of ``PLATFORM_ENV`` (a dict, e.g. a short lease TTL).
 - ``api`` (function): the platform's HTTP client, on a clean Redis and a reset model.
+- ``redis_cluster``, ``redis_sentinel``, ``rabbit_vhost`` (module): the topologies of the
+  scaling tests (``tests/topologies.py``), started for the module that asks, stopped after.
 
 On a failed test, the worker logs written during it are printed.
 """
@@ -24,6 +26,7 @@ from agent_platform.embedded_redis import EmbeddedRedis
 from agent_platform.testing import ScriptedModel
 
 from .helpers import Api, Platform, clean_redis, platform_env, running_platform
+from .topologies import RabbitVhost, RedisClusterServers, RedisSentinelServers, require_rabbitmq
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -103,3 +106,28 @@ def dump_logs_on_failure(request: pytest.FixtureRequest, platform: Platform) -> 
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
         print(platform.stack.logs(since_mark=True))
+
+
+# -- topologies of the scaling tests (issue 13) -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    with RedisClusterServers(tmp_path_factory.mktemp("cluster")) as servers:
+        yield servers
+
+
+@pytest.fixture(scope="module")
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSentinelServers]:
+    with RedisSentinelServers(tmp_path_factory.mktemp("sentinel")) as servers:
+        yield servers
+
+
+@pytest.fixture(scope="module")
+def rabbit_vhost() -> Iterator[RabbitVhost]:
+    require_rabbitmq()
+    vhost = RabbitVhost().create()
+    try:
+        yield vhost
+    finally:
+        vhost.delete()

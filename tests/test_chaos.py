@@ -21,7 +21,7 @@ from agent_platform.testing import ScriptedModel, text, tool_call
 
 from .agents_failures import tool_events
 from .helpers import Api, Platform, chain_problems
-from .workers import Worker
+from .workers import Worker, wait_until
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
@@ -84,14 +84,25 @@ def _kill(platform: Platform, rng: random.Random, client: redis.Redis) -> str:
 def test_chaos_50_turns_3_sigkills(
     api: Api, model: ScriptedModel, platform: Platform, redis_client: redis.Redis
 ) -> None:
+    run_chaos(api, model, platform, redis_client, TURNS, KILLS)
+
+
+def run_chaos(
+    api: Api, model: ScriptedModel, platform: Platform, trace: redis.Redis, turns: int, kills_wanted: int
+) -> None:
+    """``turns`` concurrent turns of OpsBuddy (``platform`` serves only it), ``kills_wanted``
+    random SIGKILLs at random points of their progress; then every turn must be COMPLETED
+    with one ``ok`` record per step (plus at most one ``lost`` record per kill), the tool's
+    runs under one idempotency key, and the session's memory written once. ``trace`` is the
+    Redis of the tools' trace."""
     seed = int(os.environ.get("CHAOS_SEED") or random.SystemRandom().randrange(10**6))
     print(f"CHAOS_SEED={seed}")
     rng = random.Random(seed)
     model.set_responder(_responder)
-    tokens = [f"chaos-{i:02d}" for i in range(TURNS)]
+    tokens = [f"chaos-{i:02d}" for i in range(turns)]
     # kill when this many steps (of 5 per turn) have been checkpointed
-    total = TURNS * 5
-    thresholds = sorted(rng.sample(range(total // 20, total * 3 // 5), KILLS))
+    total = turns * 5
+    thresholds = sorted(rng.sample(range(total // 20, total * 3 // 5), kills_wanted))
 
     with ThreadPoolExecutor(10) as pool:
         ids = dict(
@@ -104,18 +115,18 @@ def test_chaos_50_turns_3_sigkills(
         statuses = {w["instance_id"]: w["runtime_status"] for w in listed}
         completed = sum(1 for wf in ids.values() if statuses.get(wf) == "COMPLETED")
         progress = sum(w["steps_completed"] for w in listed)
-        if len(kills) < KILLS and progress >= thresholds[len(kills)]:
-            assert completed < TURNS, f"every turn completed before kill {len(kills) + 1}: {kills}"
-            kills.append(f"at {progress}/{total} steps: {_kill(platform, rng, redis_client)}")
+        if len(kills) < kills_wanted and progress >= thresholds[len(kills)]:
+            assert completed < turns, f"every turn completed before kill {len(kills) + 1}: {kills}"
+            kills.append(f"at {progress}/{total} steps: {_kill(platform, rng, trace)}")
             continue
-        if completed == TURNS or time.monotonic() > deadline:
+        if completed == turns or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     print("\n".join(kills))
 
     unfinished = {t: statuses.get(wf) for t, wf in ids.items() if statuses.get(wf) != "COMPLETED"}
     assert not unfinished, f"{len(unfinished)} turns not COMPLETED: {unfinished}; kills: {kills}"
-    assert len(kills) == KILLS
+    assert len(kills) == kills_wanted
     for token, wf in ids.items():
         status = api.status(wf)
         assert status["output"] == f"Done with {token}.", status
@@ -124,7 +135,7 @@ def test_chaos_50_turns_3_sigkills(
         # a run cut by a kill is a `lost` record; otherwise no step checkpointed twice: one
         # ok record per step of the chain, one result per call
         lost = [s for s in steps if s["status"] == "lost"]
-        assert len(lost) <= KILLS, lost
+        assert len(lost) <= kills_wanted, lost
         steps = [s for s in steps if s["status"] != "lost"]
         assert [(s["kind"], s["status"]) for s in steps] == [
             ("start", "ok"), ("llm", "ok"), ("tool", "ok"), ("llm", "ok"), ("finish", "ok"),
@@ -133,14 +144,14 @@ def test_chaos_50_turns_3_sigkills(
         call_id = steps[1]["data"]["tool_calls"][0]["id"]
         assert steps[2]["data"]["call_id"] == call_id
         # every run of the tool (a killed one included) used the same idempotency key
-        runs = [e for e in tool_events(redis_client, "slow_task:start") if e["workflow_id"] == wf]
+        runs = [e for e in tool_events(trace, "slow_task:start") if e["workflow_id"] == wf]
         assert runs and {e["idempotency_key"] for e in runs} == {f"{wf}:{call_id}"}, runs
         # the session's history holds the turn once
-        history = platform.history(token, agent="OpsBuddy")
+        history = wait_until(lambda: platform.history(token, agent="OpsBuddy"), timeout=10)  # noqa: B023
         assert [(m["role"], m["workflow_id"]) for m in history] == [("user", wf), ("assistant", wf)], history
     assert not model.errors
     for worker in platform.stack.workers:
         if worker.alive():
             platform.stack.wait_ready(worker)
     redispatched = sum(len(re.findall(r"re-dispatching", w.log(since_mark=True))) for w in platform.stack.workers)
-    print(f"steps re-dispatched by the sweeper: {redispatched}; model calls: {model.calls} for {TURNS * 2} steps")
+    print(f"steps re-dispatched by the sweeper: {redispatched}; model calls: {model.calls} for {turns * 2} steps")

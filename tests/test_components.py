@@ -124,7 +124,13 @@ def test_url_from_fields() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("redisHost", "h:port"), ("redisHost", "a:1,b:2"), ("redisDB", "x"), ("enableTLS", "maybe")],
+    [
+        ("redisHost", "h:port"),
+        ("redisHost", "a:1,b:x"),
+        ("redisDB", "x"),
+        ("enableTLS", "maybe"),
+        ("failover", "maybe"),
+    ],
 )
 def test_bad_redis_fields_name_the_field(field: str, value: str) -> None:
     metadata = {"redisHost": "h:1", field: value}

@@ -4,6 +4,7 @@ mid-turn and starting it again resumes the turn; nothing is left running after i
 from __future__ import annotations
 
 import re
+import socket
 import sys
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from .dev_helpers import (
     wait_final,
     wait_web,
 )
+from .ops_helpers import PasswordRedis
 from .workers import wait_until
 
 
@@ -90,10 +92,61 @@ def test_sigterm_mid_turn_then_restart_resumes_and_leaves_nothing_behind(tmp_pat
         model.stop()
 
 
+def test_dev_mode_names_the_redis_of_redis_url_with_its_password_masked(tmp_path: Path) -> None:
+    """With ``REDIS_URL`` set (``.env``, a deployment's Redis), dev mode's first line names
+    that Redis, password masked (``redis://:***@host``), not the text ``$REDIS_URL``; a turn
+    then runs on it, and the password appears nowhere in what dev mode prints (C17's rule:
+    secrets never logged)."""
+    password = "s3cret-dev-pw"
+    server = PasswordRedis(tmp_path / "redis", password)
+    model = ScriptedModel([text("Hello from Lisbon.")]).start()
+    env = dev_env(tmp_path, REDIS_URL=server.url, OPENAI_BASE_URL=model.base_url)
+    log = tmp_path / "dev.log"
+    proc = start_dev("tests.agents_dev:sleepy", env, log)
+    seen: set[int] = set()
+    try:
+        wait_web(proc, env)
+        seen = family(proc)
+        first = log.read_text().splitlines()[0]
+        assert f"@127.0.0.1:{server.port}/0  ($REDIS_URL)" in first and password not in first, first
+        with httpx.Client(base_url=base_url(env), timeout=10) as http:
+            wf = http.post("/start-workflow", json={"task": "Lisbon?"}).json()["workflow_instance_id"]
+            assert wait_final(http, f"/workflows/{wf}", 30)["runtime_status"] == "COMPLETED"
+        assert sigterm_and_wait(proc) == 0
+        assert_all_gone(seen)
+        assert password not in log.read_text()
+    finally:
+        proc.kill()
+        kill_all(seen)
+        model.stop()
+        server.stop()
+
+
+def test_dev_mode_on_a_port_in_use_says_so_before_starting_anything(tmp_path: Path) -> None:
+    """The web app's port held by another server (a dev mode left running answers /health
+    there): dev mode exits 1 at once with one line naming the port and how to choose
+    another, never prints ``ready`` for a server that is not its own, and leaves nothing
+    running (it used to start the model and worker, report ready on the other server's
+    /health, then stop when its gunicorn could not bind)."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        env = dev_env(tmp_path, AGENT_PLATFORM_APP_PORT=str(port), OPENAI_BASE_URL="http://127.0.0.1:9/v1")
+        proc = start_dev("tests.agents_dev:sleepy", env, tmp_path / "dev.log")
+        try:
+            assert proc.wait(30) == 1, proc.log()[-3000:]
+            output = proc.log()
+            assert f"port {port} on 127.0.0.1 is in use" in output and "AGENT_PLATFORM_APP_PORT" in output, output
+            assert "ready:" not in output and "worker     " not in output, output
+        finally:
+            proc.kill()
+
+
 def _read_steps_offline(tmp_path: Path, wf: str) -> list[dict]:
     """Read a workflow's step log from the dev-mode Redis data folder, with dev mode stopped."""
+    from agent_platform.connections import redis_client
     from agent_platform.embedded_redis import EmbeddedRedis
-    from agent_platform.runtime import redis_client
     from agent_platform.store.workflows import WorkflowStore
 
     with EmbeddedRedis(tmp_path / "data" / "redis") as server:
@@ -150,3 +203,31 @@ def test_the_embedded_servers_chat_template_renders_plain_text() -> None:
     assert "&#34;" in escaping.from_string(template).render(**values)  # what the handler did
     plain = plain_text_environment(ImmutableSandboxedEnvironment)(autoescape=select_autoescape(["html", "xml"]))
     assert plain.from_string(template).render(**values) == ('[{"airline": "SkyHighAir"}] <ok> & more {"city": "Paris"}')
+
+
+def test_dev_mode_sigkilled_takes_its_worker_and_web_app_with_it(tmp_path: Path) -> None:
+    """A dev mode that is SIGKILLed (a notebook kernel restart, ``kill -9``) leaves no worker
+    or web app behind consuming its queue and holding its ports: the forked children ask
+    the kernel for SIGTERM when their parent dies (found by a new user's walkthrough)."""
+    import psutil
+
+    model = ScriptedModel([text("unused")]).start()
+    env = dev_env(tmp_path, OPENAI_BASE_URL=model.base_url)
+    proc = start_dev("tests.agents_dev:sleepy", env, tmp_path / "dev.log")
+    seen: set[int] = set()
+    try:
+        wait_web(proc, env)
+        seen = family(proc)
+        assert proc.pid is not None
+        forked = {
+            c.pid: {c.pid, *(g.pid for g in c.children(recursive=True))}
+            for c in psutil.Process(proc.pid).children()
+            if "redis-server" not in " ".join(c.cmdline())
+        }
+        assert len(forked) >= 2, forked  # the worker and the web app
+        proc.kill()
+        assert_all_gone({pid for group in forked.values() for pid in group})
+    finally:
+        proc.kill()
+        kill_all(seen)
+        model.stop()

@@ -112,11 +112,13 @@ class Stack:
         if self._control_app is None:
             from celery import Celery
 
-            broker = self.env.get("AGENT_PLATFORM_BROKER_URL") or self.env.get("REDIS_URL") or ""
-            # the same broker and database, without the workers' client options (a short
-            # socket_timeout or RESP3 would only get in the way of the test's own client)
-            broker = broker.partition("?")[0]
-            self._control_app = Celery("tests-control", broker=broker, set_as_current=False)
+            from agent_platform.runtime import Runtime
+            from agent_platform.settings import Settings
+            from tasks.app import broker_config
+
+            runtime = Runtime(Settings.from_env(self.env))  # the broker the workers chose, as they use it
+            self._control_app = Celery("tests-control", set_as_current=False)
+            self._control_app.conf.update(broker_config(runtime, runtime.broker()))
         return self._control_app
 
     # -- life cycle ---------------------------------------------------------------------

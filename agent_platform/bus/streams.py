@@ -21,7 +21,7 @@ from typing import Any
 import redis
 
 from .. import keys
-from ..connections import block_ms_within, stream_entries
+from ..connections import block_ms_within, is_cluster, stream_entries
 from .messages import CloudEvent
 
 FIELD = "event"
@@ -104,15 +104,27 @@ class StreamBus:
         Every topic must have the group (see :meth:`ensure_group`). Waits up to
         ``block_ms`` when there is nothing (less when the client's socket timeout is
         shorter: ``connections.block_ms_within``); returns [] then. RESP2 and RESP3
-        replies read the same.
+        replies read the same. On Redis Cluster the topics' streams live in different
+        slots, and one ``XREADGROUP`` may only name keys of one slot: each topic is read on
+        its own, first without blocking, then blocking on each in turn for a share of the wait.
         """
         block = block_ms_within(self.client, block_ms)
-        reply: Any = self.client.xreadgroup(
-            group, consumer, {self.key(t): ">" for t in topics}, count=count, block=block
-        )
-        by_key = {self.key(t): t for t in topics}
+        streams = {self.key(t): t for t in topics}
+        if not is_cluster(self.client) or len(streams) == 1:
+            return self._read(streams, group, consumer, count, block)
+        for wait in (None, max(1, block // len(streams))):
+            for key, topic in streams.items():
+                found = self._read({key: topic}, group, consumer, count, wait)
+                if found:
+                    return found
+        return []
+
+    def _read(
+        self, streams: dict[str, str], group: str, consumer: str, count: int, block_ms: int | None
+    ) -> list[Delivery]:
+        reply: Any = self.client.xreadgroup(group, consumer, dict.fromkeys(streams, ">"), count=count, block=block_ms)
         return [
-            Delivery(by_key[key], entry_id, (fields or {}).get(FIELD))
+            Delivery(streams[key], entry_id, (fields or {}).get(FIELD))
             for key, entries in stream_entries(reply)
             for entry_id, fields in entries
         ]

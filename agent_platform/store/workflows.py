@@ -20,7 +20,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
-from ..connections import block_ms_within, stream_entries
+from ..connections import block_ms_within, is_cluster, stream_entries
 from ..errors import IdempotencyConflict, InvalidTransition, TooManyEvents, WorkflowNotFound
 from ..ids import validate_id
 from ..keys import WorkflowKeys
@@ -214,6 +214,10 @@ class WorkflowStore(WorkflowQueries):
         if due is None:
             return self._scripts[name](keys=keys, args=args)
         script = self._scripts[name]
+        if is_cluster(self.client):  # redis-py refuses EVALSHA in a cluster pipeline: two round trips
+            reply = script(keys=keys, args=args)
+            self.client.zadd(self.keys.active, {due[0]: now_ms() + int(due[1] * 1000)}, xx=True)
+            return reply
         for _ in range(2):
             pipe = self.client.pipeline(transaction=False)
             pipe.evalsha(script.sha, len(keys), *keys, *args)

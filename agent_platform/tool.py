@@ -7,6 +7,7 @@ validation error goes back to the model as the tool result (DESIGN section 3, ru
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 from collections.abc import Callable
@@ -95,15 +96,25 @@ class Tool:
         return f"<Tool {self.name}>"
 
     def schema(self) -> dict[str, Any]:
-        """The OpenAI ``tools`` entry: ``{"type": "function", "function": {name, description, parameters}}``."""
-        params = self.args_model.model_json_schema()
-        params.pop("title", None)
-        params.setdefault("properties", {})
-        params.setdefault("type", "object")
-        return {
-            "type": "function",
-            "function": {"name": self.name, "description": self.description, "parameters": params},
-        }
+        """The OpenAI ``tools`` entry: ``{"type": "function", "function": {name, description, parameters}}``.
+
+        Built once per name, description and ``args_model`` (pydantic's
+        ``model_json_schema`` took about 1 ms, at every model call); each call returns a
+        copy of its own.
+        """
+        key = (self.name, self.description, self.args_model)
+        built = getattr(self, "_schema", None)
+        if built is None or built[0] != key:
+            params = self.args_model.model_json_schema()
+            params.pop("title", None)
+            params.setdefault("properties", {})
+            params.setdefault("type", "object")
+            entry = {
+                "type": "function",
+                "function": {"name": self.name, "description": self.description, "parameters": params},
+            }
+            built = self._schema = (key, entry)
+        return copy.deepcopy(built[1])
 
     def validate(self, arguments: Any) -> dict[str, Any]:
         """Validate the model's arguments against ``args_model``.

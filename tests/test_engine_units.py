@@ -23,6 +23,7 @@ from agent_platform.errors import ConfigurationError, LLMError, RetryableLLMErro
 from agent_platform.runtime import load_agents
 from agent_platform.store.queries import list_workflows
 from agent_platform.store.state import RuntimeStatus
+from agent_platform.store.turn_messages import TurnMessages
 
 from .engine_fakes import FLAKY, PAUSE, FakeModel, FakeRuntime, call, make_agent, say
 
@@ -105,6 +106,47 @@ def test_an_llm_step_reads_the_turn_messages_not_the_whole_step_log() -> None:
         last = model.requests[-1]["messages"]
         assert [m["role"] for m in last] == ["system", "user", *["assistant", "tool"] * 4]
         assert [m["content"] for m in last if m["role"] == "tool"] == ["1", "2", "3", "4"]
+
+
+def test_a_model_call_reads_only_the_messages_the_last_checkpoint_added() -> None:
+    """Issue 15 (bench.long_turn): a process keeps the turn's messages it read, so each
+    model call of a long turn reads the few messages added since (and one it holds, as a
+    check), in either mode; the model still gets the whole conversation."""
+
+    def turn(local: bool) -> list[int]:
+        model = FakeModel(*[call(("add", f'{{"a": {i}, "b": 1}}')) for i in range(8)], say("done"))
+        rt = FakeRuntime(make_agent(model, local_steps=local))
+        store = rt.store_for("Unit")
+        read: list[int] = []
+        merge = store.turns.merge
+        store.turns.merge = lambda wf, start, texts: read.append(len(texts)) or merge(wf, start, texts)  # type: ignore[method-assign]
+        wf = rt.start("Unit", "add")
+
+        list(rt.drain())
+
+        assert store.state(wf).runtime_status == RuntimeStatus.COMPLETED
+        last = model.requests[-1]["messages"]
+        assert [m["role"] for m in last] == ["system", "user", *["assistant", "tool"] * 8]
+        assert [m["content"] for m in last if m["role"] == "tool"] == [str(i + 1) for i in range(8)]
+        assert store.turns.have(wf) == 0  # dropped when the turn ended
+        return read
+
+    for local in (False, True):
+        read = turn(local)
+        assert len(read) >= 9 and max(read) <= 3, read  # not 2, 4, ..., 16 messages
+
+
+def test_held_messages_that_do_not_match_the_stored_ones_are_not_used() -> None:
+    """A copy whose last message differs from the stored one (a purged id used again) is
+    dropped: the caller reads the turn another way (the step folds its step log)."""
+    turns = TurnMessages(capacity=2)
+    assert turns.merge("w1", 0, ['{"n": 0}', '{"n": 1}']) == [{"n": 0}, {"n": 1}]
+    assert turns.have("w1") == 2
+    assert turns.merge("w1", 1, ['{"n": 1}', '{"n": 2}']) == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert turns.merge("w1", 2, ['{"other": 1}', '{"n": 3}']) is None and turns.have("w1") == 0
+    for wf in ("a", "b", "c"):  # bounded: the least recently used goes first
+        turns.merge(wf, 0, ["{}"])
+    assert [turns.have(wf) for wf in ("a", "b", "c")] == [0, 1, 1]
 
 
 def test_retry_after_redispatches_the_same_step_with_a_countdown() -> None:

@@ -132,6 +132,24 @@ def test_tool_validation_names_the_field_and_never_calls_the_function() -> None:
     assert search.schema()["function"]["parameters"]["required"] == ["destination"]
 
 
+def test_a_tool_schema_is_built_once_and_each_caller_gets_its_own_copy() -> None:
+    """Issue 15: the ``tools`` entry is not rebuilt by pydantic at every model call; a
+    caller that changes its copy changes nothing for the next one; a new description shows."""
+
+    @tool(args_model=Dest)
+    def search(destination: str) -> str:
+        """Search flights."""
+        return destination
+
+    first = search.schema()
+    first["function"]["parameters"]["properties"].clear()
+    assert search.schema()["function"]["parameters"]["properties"] == {
+        "destination": {"title": "Destination", "type": "string"}
+    }
+    search.description = "Search trains."
+    assert search.schema()["function"]["description"] == "Search trains."
+
+
 def test_arguments_parsing_is_defensive() -> None:
     assert parse_arguments(None) == {} and parse_arguments("") == {}
     assert parse_arguments('"{\\"a\\": 1}"') == {"a": 1}  # JSON encoded twice

@@ -26,7 +26,8 @@ from ..ids import validate_id
 from ..keys import WorkflowKeys
 from .queries import WorkflowQueries
 from .scripts import source
-from .state import RuntimeStatus, WorkflowState
+from .state import TERMINAL, RuntimeStatus, WorkflowState
+from .turn_messages import TurnMessages
 
 IDEMPOTENCY_TTL = 24 * 3600
 
@@ -73,13 +74,17 @@ class OpenedStep:
     records: list[dict[str, Any]] | None = None
 
     @classmethod
-    def decode(cls, reply: Sequence[Any]) -> OpenedStep:
+    def decode(cls, reply: Sequence[Any], turns: TurnMessages, workflow_id: str) -> OpenedStep:
+        """Read ``open_step``'s reply; the messages are merged with those ``turns`` holds
+        (None when they do not match: the step then folds the whole step log)."""
         if reply[0] != "open":
             return cls(reply[0], owner=reply[1] or None)
         flat = reply[2]
         state = WorkflowState.decode(dict(zip(flat[0::2], flat[1::2], strict=True)))
-        messages = [json.loads(m) for m in reply[5]] if len(reply) > 5 else None
-        records = [_record(dict(zip(f[0::2], f[1::2], strict=True))) for _, f in reply[6]] if len(reply) > 6 else None
+        messages = turns.merge(workflow_id, int(reply[7]), reply[5]) if len(reply) > 7 else None
+        records = (
+            [_record(dict(zip(f[0::2], f[1::2], strict=True))) for _, f in reply[6]] if messages is not None else None
+        )
         return cls("open", None, state, int(reply[3]), int(reply[4]), messages, records)
 
 
@@ -126,7 +131,8 @@ class CheckpointPlan:
     messages: tuple[dict[str, Any], ...] | None = None
     suspend: dict[str, Any] | None = None
 
-    def to_json(self, chain: Chain | None) -> str:
+    def to_json(self, chain: Chain | None, have: int = 0) -> str:
+        """The script's ``plan`` argument; ``have``: the messages held of the turn (the chained step's)."""
         plan: dict[str, Any] = {"mode": self.mode}
         if self.updates:
             plan["updates"] = {k: v if isinstance(v, str) else json.dumps(v) for k, v in self.updates.items()}
@@ -149,6 +155,7 @@ class CheckpointPlan:
                 "call_index": "" if chain.call_index is None else str(chain.call_index),
                 "worker": chain.worker,
                 "with_messages": "1" if chain.with_messages else "",
+                "have": have,
             }
         return json.dumps(plan)
 
@@ -192,6 +199,7 @@ class WorkflowStore(WorkflowQueries):
         self.base = self.keys.base
         names = ("create", "open_step", "checkpoint", "renew", "release", "void_lease", "control", "raise_event")
         self._scripts = {name: client.register_script(source(name)) for name in names}
+        self.turns = TurnMessages()
 
     def key(self, workflow_id: str, part: str) -> str:
         """Key ``part`` of a workflow (see :mod:`agent_platform.keys`)."""
@@ -340,8 +348,19 @@ class WorkflowStore(WorkflowQueries):
         meta, steps, done, runs, messages = self._step_keys(workflow_id)
         keys = [meta, self.keys.lease(workflow_id, step_seq, call_index), done, runs, steps, messages]
         index = "" if call_index is None else str(call_index)
-        args = [token, int(ttl * 1000), step_seq, index, worker, now_iso(), now_ms(), "1" if with_messages else ""]
-        return OpenedStep.decode(self._run("open_step", keys, args))
+        have = self.turns.have(workflow_id) if with_messages else 0
+        args = [
+            token,
+            int(ttl * 1000),
+            step_seq,
+            index,
+            worker,
+            now_iso(),
+            now_ms(),
+            "1" if with_messages else "",
+            have,
+        ]
+        return OpenedStep.decode(self._run("open_step", keys, args), self.turns, workflow_id)
 
     def checkpoint(
         self,
@@ -371,7 +390,7 @@ class WorkflowStore(WorkflowQueries):
             "" if call_index is None else str(call_index),
             token,
             json.dumps(record),
-            plan.to_json(chain),
+            plan.to_json(chain, self.turns.have(workflow_id) if chain and chain.with_messages else 0),
             now_iso(),
             now_ms(),
         ]
@@ -380,7 +399,9 @@ class WorkflowStore(WorkflowQueries):
         if code < 0:
             reason = {-1: "finished", -2: "stale", -3: "duplicate", -4: "missing"}[code]
             return CheckpointResult(False, -1, reply[1], False, reason)
-        opened = OpenedStep.decode(reply[4]) if len(reply) > 4 else None
+        if reply[1] in TERMINAL:
+            self.turns.forget(workflow_id)
+        opened = OpenedStep.decode(reply[4], self.turns, workflow_id) if len(reply) > 4 else None
         return CheckpointResult(True, code, reply[1], bool(int(reply[2])), "", bool(int(reply[3])), opened)
 
     def release_step(self, workflow_id: str, step_seq: int, call_index: int | None, token: str) -> None:

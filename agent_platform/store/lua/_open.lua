@@ -7,9 +7,13 @@
 --   p.step_seq the step's position (text) ; p.call_index: the tool call's index ('' for none)
 --   p.worker   the Celery hostname ; p.now_iso, p.now_ms: the time
 --   p.with_messages '1': also return the turn's messages and the records not folded yet
+--   p.have     messages the caller holds already ('' or 0: none): the messages are returned
+--              from index have - 1 on (the caller checks that one against its copy), so a
+--              long turn's model call reads what the last checkpoint added, not the whole list
 -- A run entry still there when a step is opened belonged to a worker that died before its
 -- checkpoint (the checkpoint deletes it): it becomes a `lost` record (DESIGN rule 11).
--- Returns {'open', '', state (HGETALL), lost runs, attempt, messages?, records?} or
+-- Returns {'open', '', state (HGETALL), lost runs, attempt, messages?, records?, from?}
+-- (from: the index of the first message returned) or
 -- {verdict, lease owner or ''} with verdict leased|missing|finished|suspended|stale|duplicate.
 local TERMINAL = {COMPLETED = true, FAILED = true, TERMINATED = true}
 
@@ -71,8 +75,11 @@ local function open_step(k, p)
   local reply = {'open', '', redis.call('HGETALL', k.meta), lost, base + lost}
   if p.with_messages == '1' then
     local folded = tonumber(redis.call('HGET', k.meta, 'folded_seq')) or -1
-    reply[6] = redis.call('LRANGE', k.messages, 0, -1)
+    local from = math.max(0, (tonumber(p.have) or 0) - 1)
+    if from >= redis.call('LLEN', k.messages) then from = 0 end
+    reply[6] = redis.call('LRANGE', k.messages, from, -1)
     reply[7] = redis.call('XRANGE', k.steps, '(0-' .. (folded + 1), '+')
+    reply[8] = from
   end
   return reply
 end

@@ -17,7 +17,7 @@
 --                   the record), messages [JSON text] (appended to the turn's messages;
 --                   folded_seq becomes the last record's seq), suspend {name, pending}
 --                   (SUSPENDED waiting for event `name`, unless it was raised already),
---                   chain {token, ttl_ms, call_index, worker, with_messages} (open the next step)
+--                   chain {token, ttl_ms, call_index, worker, with_messages, have} (open the next step)
 -- ARGV[6] now_iso   ARGV[7] now_ms
 -- Mode `tool`: one call of a parallel group; the call is written once (done), and the last
 -- one to checkpoint (tools_remaining reaches 0) advances the workflow.
@@ -79,6 +79,6 @@ if plan.chain and advanced == 1 and status == 'RUNNING' then
     {meta = meta, lease = KEYS[7], done = done, runs = runs, steps = steps, messages = KEYS[5]},
     {token = c.token, ttl_ms = c.ttl_ms, step_seq = redis.call('HGET', meta, 'step_seq'),
      call_index = c.call_index, worker = c.worker, now_iso = now_iso, now_ms = ARGV[7],
-     with_messages = c.with_messages})
+     with_messages = c.with_messages, have = c.have})
 end
 return reply

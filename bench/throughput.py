@@ -202,6 +202,7 @@ def main(argv: list[str] | None = None) -> None:
 
     print_header("bench.throughput: turns per second and worker memory, per worker pool")
     phases: list[Phase] = []
+    failed: list[str] = []
     with Bench("throughput", agent_app="bench.agent:lanes") as bench:
         print(bench.describe())
         probe = Lane(OURS)
@@ -214,8 +215,16 @@ def main(argv: list[str] | None = None) -> None:
         for pool in args.pools:
             for concurrency in [GEVENT] if pool == "gevent" else args.concurrency:
                 lanes = [Lane(OURS, pool=pool), Lane(RAW, pool=pool, tasks=shape)]
-                phases += measure_pair(bench, lanes, concurrency, args)
+                try:
+                    phases += measure_pair(bench, lanes, concurrency, args)
+                except RuntimeError as exc:  # one pool that stalls must not hide the others' figures
+                    failed.append(f"{pool} -c {concurrency or 'gevent'}: {exc}")
+                    note(f"{pool} phase failed: {exc}")
     _report(phases, args, shape)
+    for line in failed:
+        print(f"phase not measured: {line}")
+    if failed:
+        raise SystemExit(1)
 
 
 #: The concurrency given for a gevent phase (the lane replaces it with GEVENT_CONCURRENCY).

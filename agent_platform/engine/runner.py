@@ -18,6 +18,7 @@ from typing import Any
 
 import redis
 
+from ..errors import ConfigurationError
 from ..store.state import NextStep, RuntimeStatus
 from ..store.workflows import Chain, CheckpointResult, OpenedStep, WorkflowStore
 from . import lifecycle
@@ -178,7 +179,10 @@ def _run(ctx: StepContext, token: str) -> tuple[Outcome, BaseException | None]:
             # Redis away: not the workflow's fault; the sweeper runs the step again
             ctx.store.release_step(ctx.workflow_id, ctx.step_seq, ctx.message.call_index, token)
             raise
-        log.exception("step %s of %s failed", ctx.kind, ctx.workflow_id)
+        if isinstance(exc, ConfigurationError):  # the operator's to fix, not a bug: no traceback
+            log.error("step %s of %s failed: %s", ctx.kind, ctx.workflow_id, exc)
+        else:
+            log.exception("step %s of %s failed", ctx.kind, ctx.workflow_id)
         return fail(ctx, exc), exc
     finally:
         keeper().drop(token)

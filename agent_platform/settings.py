@@ -7,10 +7,14 @@ Read when :meth:`Settings.from_env` runs (a factory), never at import time.
 
 from __future__ import annotations
 
+import functools
 import os
+import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
 
 from .errors import ConfigurationError
 
@@ -172,11 +176,12 @@ class Settings:
             **overrides: explicit values for any field; they win over the environment.
 
         Raises:
-            ConfigurationError: a numeric variable does not parse, or an override names
+            ConfigurationError: a variable does not validate as its field's type (pydantic,
+                lax mode; the message names the variable), or an override names
                 no field.
         """
         env = os.environ if env is None else env
-        types = {f.name: f.type for f in fields(cls)}
+        types = typing.get_type_hints(cls)
         values: dict[str, Any] = {}
         for var, name in ENV_FIELDS.items():
             raw = env.get(var)
@@ -196,18 +201,15 @@ class Settings:
 
 
 def _convert(var: str, raw: str, typ: Any) -> Any:
-    text = str(typ)
-    if text.startswith("bool"):
-        if raw.strip().lower() in ("1", "true", "yes", "on"):
-            return True
-        if raw.strip().lower() in ("0", "false", "no", "off"):
-            return False
-        raise ConfigurationError(f"environment variable {var}={raw!r} is not a boolean (1/0, true/false)")
+    """``raw`` as the field's type, validated by pydantic (lax mode: "1.5" is a float,
+    "true"/"1"/"on" a bool), or a ConfigurationError naming the variable."""
     try:
-        if text.startswith("float"):
-            return float(raw)
-        if text.startswith("int"):
-            return int(raw)
-    except ValueError as exc:
-        raise ConfigurationError(f"environment variable {var}={raw!r} is not a number") from exc
-    return raw
+        return _adapter(typ).validate_python(raw)
+    except ValidationError as exc:
+        reason = exc.errors()[0].get("msg", "invalid value") if exc.errors() else "invalid value"
+        raise ConfigurationError(f"environment variable {var}={raw!r}: {reason}") from None
+
+
+@functools.cache
+def _adapter(typ: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(typ)

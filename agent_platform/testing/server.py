@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 import secrets
 import socket
 import threading
@@ -19,9 +18,10 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
+from .http import QuietHandler, json_response
 from .replies import Reply, ReplyLike, Responder, coerce_reply, error_body, usage_for
 from .streaming import StreamStyle, sse_response
 from .trickle import body_chunks, client_left, endless_headers, padded
@@ -29,32 +29,8 @@ from .validation import request_problem
 
 __all__ = ["ScriptedModel"]
 
-_logger = logging.getLogger(__name__)
-
 _CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 _MODELS_PATHS = frozenset({"/v1/models", "/models"})
-
-
-class _QuietHandler(WSGIRequestHandler):
-    """werkzeug's request handler without the request log, one request per connection.
-
-    HTTP/1.0 closes each connection after its response, so no kept-alive connection
-    keeps being served after :meth:`ScriptedModel.stop`.
-    """
-
-    protocol_version = "HTTP/1.0"
-
-    def setup(self) -> None:
-        """Send each write at once (TCP_NODELAY), as model servers stream their chunks."""
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        """Log nothing per request."""
-
-    def log(self, type: str, message: str, *args: Any) -> None:
-        """Send werkzeug's handler messages to this module's logger at DEBUG level."""
-        _logger.debug("%s: " + message.rstrip("\n"), type, *args)
 
 
 class ScriptedModel:
@@ -187,7 +163,7 @@ class ScriptedModel:
                 sock.getsockname()[1],
                 self._app,  # type: ignore[arg-type,misc]  # werkzeug's Request.application on a method
                 threaded=True,
-                request_handler=_QuietHandler,
+                request_handler=QuietHandler,
                 fd=sock.fileno(),
             )
         finally:
@@ -315,8 +291,8 @@ class ScriptedModel:
                 "created": 0,
                 "owned_by": "agent-platform",
             }
-            return _json({"object": "list", "data": [model]})
-        return _json(
+            return json_response({"object": "list", "data": [model]})
+        return json_response(
             error_body(404, f"ScriptedModel: no route for {request.method} {request.path}"),
             404,
         )
@@ -356,22 +332,22 @@ class ScriptedModel:
             elif valid:
                 item = self._script.popleft() if self._script else (self._responder or self.default)
         if not valid:
-            return _json(
+            return json_response(
                 error_body(400, "ScriptedModel: the request body is not a JSON object"),
                 400,
             )
         if problem is not None:
             rejection = error_body(400, problem[0])
             rejection["error"]["param"] = problem[1]
-            return _json(rejection, 400)
+            return json_response(rejection, 400)
         if item is None:
             message = f"ScriptedModel: script exhausted ({n} calls); add replies or set a responder or default"
-            return _json(error_body(500, message), 500)
+            return json_response(error_body(500, message), 500)
         try:
             reply = self._resolve(item, body)
             while reply.delay or reply.deferred is not None:
                 if reply.delay and self._stopping.wait(reply.delay):
-                    return _json(
+                    return json_response(
                         error_body(503, "ScriptedModel: stopped during a scripted delay"),
                         503,
                     )
@@ -382,7 +358,7 @@ class ScriptedModel:
             with self._lock:
                 self.errors.append(exc)
             message = f"ScriptedModel: scripted callable raised {type(exc).__name__}: {exc}"
-            return _json(error_body(500, message), 500)
+            return json_response(error_body(500, message), 500)
         response = self._render(reply, body)
         if reply.trickle is None:
             return response
@@ -443,18 +419,5 @@ class ScriptedModel:
         """The body as JSON, or as SSE chunks to a ``"stream": true`` request (a 200 with choices)."""
         style = reply.stream or self.stream or StreamStyle()
         if not request.get("stream") or style.ignore_stream or reply.status != 200 or not body.get("choices"):
-            return _json(body, reply.status, headers)
+            return json_response(body, reply.status, headers)
         return sse_response(dict(body), style, request, headers, self._stopping)
-
-
-def _json(
-    payload: Mapping[str, Any],
-    status: int = 200,
-    headers: Mapping[str, str] | None = None,
-) -> Response:
-    return Response(
-        json.dumps(payload),
-        status=status,
-        headers=dict(headers or {}),
-        mimetype="application/json",
-    )

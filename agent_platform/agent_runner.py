@@ -19,7 +19,7 @@ from typing import Any
 
 from .agent import AssistantAgent
 from .dev_service import DevService
-from .devmode import app_port
+from .devmode import app_port, give_dispatcher
 from .errors import ValidationError
 from .follow import follow_steps
 from .runtime import Runtime
@@ -63,11 +63,8 @@ class AgentRunner:
         dev = self._service(agent).start_background().wait_ready(timeout=300)
         runtime = self._clients.get(agent.name)
         if runtime is None or dev.runtime is not runtime:
-            from tasks import create_celery  # launcher: lazily, as dev mode does
-
             assert dev.runtime is not None
-            create_celery(runtime=dev.runtime)
-            runtime = self._clients[agent.name] = dev.runtime
+            runtime = self._clients[agent.name] = give_dispatcher(dev.runtime)
         return runtime
 
     async def run(

@@ -380,3 +380,13 @@ def _http_ok(url: str) -> bool:
 
 
 __all__ = ["LOCAL_MODEL_PROFILE", "DevMode", "Interrupted", "app_port", "sidecar_port"]
+
+
+def give_dispatcher(runtime: Runtime) -> Runtime:
+    """Give ``runtime`` a dispatcher (a Celery app on its broker) so this process can start
+    workflows, e.g. :class:`~agent_platform.agent_runner.AgentRunner` beside a dev mode;
+    returns it. The launcher's lazy import of ``tasks`` (DESIGN section 2) lives here."""
+    from tasks import create_celery
+
+    create_celery(runtime=runtime)
+    return runtime

@@ -5,6 +5,7 @@ step log under one resumable id scheme. Whole turns are in tests/test_streaming.
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -44,9 +45,10 @@ def _entries(channel: TokenChannel, wf: str) -> list[Any]:
 
 def test_deltas_are_batched_by_size_and_the_first_goes_at_once(store: WorkflowStore, wf: str) -> None:
     channel = TokenChannel(store)
-    publisher = TokenPublisher(channel, wf, stage=1, attempt=1, max_chars=64, interval=60.0)
+    publisher = TokenPublisher(channel, wf, stage=1, attempt=1, max_chars=64, interval=0.05)
     answer = "".join(f"word{n} " for n in range(60))  # 400 characters, one delta per character
 
+    time.sleep(0.06)  # the model's time to its first token: longer than a batch's interval
     for char in answer:
         publisher({"text": char})
     publisher({"finish_reason": "stop"})
@@ -66,7 +68,8 @@ def test_deltas_are_batched_by_size_and_the_first_goes_at_once(store: WorkflowSt
 
 def test_tool_call_fragments_merge_per_call_within_a_batch(store: WorkflowStore, wf: str) -> None:
     channel = TokenChannel(store)
-    publisher = TokenPublisher(channel, wf, stage=1, attempt=1, interval=60.0)
+    publisher = TokenPublisher(channel, wf, stage=1, attempt=1, interval=0.05)
+    time.sleep(0.06)
     publisher({"tool_call": {"index": 0, "id": "a", "name": "search_flights", "arguments": ""}})  # goes at once
     for part in ['{"desti', 'nation"', ': "Paris"}']:
         publisher({"tool_call": {"index": 0, "arguments": part}})
@@ -96,8 +99,44 @@ def test_a_newer_run_of_the_step_fences_the_older_one_after_a_retry_entry(store:
     ]  # fmt: skip
     assert old.closed and not new.closed
     # another stage's first run is no retry
-    TokenPublisher(channel, wf, stage=3, attempt=1)({"text": "Next"})
+    TokenPublisher(channel, wf, stage=3, attempt=1, max_chars=1)({"text": "Next"})
     assert _entries(channel, wf)[-1].type == "delta"
+
+
+def test_a_fast_call_writes_its_tokens_in_the_checkpoints_round_trip(store: WorkflowStore, wf: str) -> None:
+    _checkpoint(store, wf, 0, "start", {"session_id": "s1"})
+    channel = TokenChannel(store)
+    publisher = TokenPublisher(channel, wf, stage=1, attempt=1)  # 64 characters or 0.1 s per batch
+    publisher({"text": "Fly on "})
+    publisher({"text": "Monday."})
+    publisher({"finish_reason": "stop"})
+    assert _entries(channel, wf) == []  # the model answered within one interval: nothing written yet
+
+    batch = publisher.close_pending()
+    assert batch is not None and publisher.closed and publisher.close_pending() is None
+    record = StepClock().record("llm", "ok", 1, "w", {"content": "Fly on Monday."})
+    plan = CheckpointPlan("advance", {"runtime_status": "RUNNING"}, next={"kind": "llm"})
+    sent: list[list[str]] = []
+    pipeline = store.client.pipeline
+
+    def counting_pipeline(*args: Any, **kwargs: Any) -> Any:
+        pipe = pipeline(*args, **kwargs)
+        execute = pipe.execute
+        pipe.execute = lambda *a, **k: (sent.append([str(c[0][0]) for c in pipe.command_stack]), execute(*a, **k))[1]
+        return pipe
+
+    store.client.pipeline = counting_pipeline  # type: ignore[method-assign]
+    try:
+        assert store.checkpoint(wf, 1, None, "", record, plan, before=batch).accepted
+    finally:
+        del store.client.pipeline
+    # one round trip: the token script, the checkpoint script and the sweeper's due time
+    assert sent == [["EVALSHA", "EVALSHA", "ZADD"]]
+
+    (entry,) = _entries(channel, wf)
+    assert entry.delta == {"text": "Fly on Monday.", "finish_reason": "stop"}
+    assert entry.after == 0 and entry.event_data()["seq"] == 1  # before the llm record, after start
+    assert [s["kind"] for s in store.steps(wf)] == ["start", "llm"]
 
 
 def test_a_failed_call_voids_its_partial_output_once(store: WorkflowStore, wf: str) -> None:
@@ -115,11 +154,12 @@ def test_a_failed_call_voids_its_partial_output_once(store: WorkflowStore, wf: s
 
 def test_a_purged_workflow_gets_no_tokens(store: WorkflowStore, wf: str) -> None:
     channel = TokenChannel(store)
-    TokenPublisher(channel, wf, stage=1, attempt=1)({"text": "x"})
+    TokenPublisher(channel, wf, stage=1, attempt=1, max_chars=1)({"text": "x"})
+    assert store.client.exists(channel.key(wf))
     _checkpoint(store, wf, 0, "finish", {"output": "x"}, end=True)
     store.purge(wf)
     assert not store.client.exists(channel.key(wf))
-    publisher = TokenPublisher(channel, wf, stage=1, attempt=1)
+    publisher = TokenPublisher(channel, wf, stage=1, attempt=1, max_chars=1)
     publisher({"text": "late"})
     assert publisher.closed and not store.client.exists(channel.key(wf))
 

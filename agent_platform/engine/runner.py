@@ -203,7 +203,10 @@ def _checkpoint(
             due_in = grace
     m = ctx.message
     plan = outcome.plan()
-    result = ctx.store.checkpoint(m.workflow_id, m.step_seq, m.call_index, token, outcome.record, plan, due_in, chain)
+    tokens = ctx.carry.pop("token_batch", None)  # the model call's last batch of tokens, if any
+    result = ctx.store.checkpoint(
+        m.workflow_id, m.step_seq, m.call_index, token, outcome.record, plan, due_in, chain, before=tokens
+    )
     if not result.accepted:
         log.info("checkpoint of %s step %s/%s refused: %s", m.workflow_id, ctx.kind, m.step_seq, result.reason)
         return result

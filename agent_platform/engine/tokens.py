@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from ..llm.reply import AssistantReply
+from ..store.plans import ScriptCall
 from ..store.tokens import TokenChannel
 
 if TYPE_CHECKING:
@@ -35,8 +36,12 @@ class TokenPublisher:
 
     Deltas (see :mod:`agent_platform.llm.streaming`) are merged into one entry
     ``{"text", "tool_calls": [{"index", "id"?, "name"?, "arguments"}], "finish_reason"}``
-    (empty parts left out) that is written when it holds ``max_chars`` characters, when
-    ``interval`` seconds passed since the last write, or with the ``finish_reason``.
+    (empty parts left out) that is written when it holds ``max_chars`` characters, or
+    ``interval`` seconds after the last write (the call's start, for the first). A model
+    that takes longer than ``interval`` to its first token (any real one: hundreds of ms)
+    has that token written at once; a call that ends sooner leaves everything in one last
+    batch, which :meth:`close_pending` hands to the step's checkpoint to write in its own
+    round trip: a fast call costs no round trip for its tokens.
 
     Args:
         channel: where to publish.
@@ -67,7 +72,7 @@ class TokenPublisher:
         self._calls: list[dict[str, Any]] = []
         self._finish: str | None = None
         self._chars = 0
-        self._last_write = time.monotonic() - interval  # the first delta goes out at once
+        self._last_write = time.monotonic()  # the call's start
 
     def __call__(self, delta: dict[str, Any] | None) -> None:
         """Take one delta (None: nothing new, write a batch that is due)."""
@@ -76,7 +81,7 @@ class TokenPublisher:
         if delta:
             self._add(delta)
         due = self._chars >= self.max_chars or time.monotonic() - self._last_write >= self.interval
-        if self._pending() and (due or self._finish is not None):
+        if self._pending() and due:
             self.flush()
 
     def _add(self, delta: dict[str, Any]) -> None:
@@ -98,10 +103,8 @@ class TokenPublisher:
     def _pending(self) -> bool:
         return bool(self._text or self._calls or self._finish)
 
-    def flush(self) -> None:
-        """Write the pending batch now (nothing when none is pending)."""
-        if self.closed or not self._pending():
-            return
+    def _take(self) -> dict[str, Any]:
+        """The pending batch as an entry's delta; nothing is pending afterwards."""
         data: dict[str, Any] = {}
         if self._text:
             data["text"] = "".join(self._text)
@@ -111,6 +114,13 @@ class TokenPublisher:
             data["finish_reason"] = self._finish
         self._text, self._calls, self._finish, self._chars = [], [], None, 0
         self._last_write = time.monotonic()
+        return data
+
+    def flush(self) -> None:
+        """Write the pending batch now (nothing when none is pending)."""
+        if self.closed or not self._pending():
+            return
+        data = self._take()
         try:
             result = self.channel.publish(
                 self.workflow_id, self.run, self.stage, self.attempt, data, first=not self.published
@@ -127,6 +137,19 @@ class TokenPublisher:
         """The call returned: write what is pending, then publish nothing more."""
         self.flush()
         self.closed = True
+
+    def close_pending(self) -> ScriptCall | None:
+        """The call returned: publish nothing more, and return the pending batch as a
+        script call for the step's checkpoint to run just before its own script (one
+        round trip for both); None when nothing is pending or the channel is not ours."""
+        if self.closed or not self._pending():
+            self.closed = True
+            return None
+        self.closed = True
+        data = self._take()
+        call = self.channel.batch(self.workflow_id, self.run, self.stage, self.attempt, data, first=not self.published)
+        self.published += 1
+        return call
 
     def abandon(self) -> None:
         """The call failed: its partial output is void (a ``retry`` entry if any was published)."""
@@ -163,7 +186,8 @@ def chat_streaming(
     except BaseException:
         publisher.abandon()
         raise
-    publisher.close()
+    # the last batch rides with the step's checkpoint (runner._checkpoint)
+    ctx.carry["token_batch"] = publisher.close_pending()
     return reply
 
 

@@ -34,6 +34,23 @@ def _record(fields: dict[str, str]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class ScriptCall:
+    """A script of another writer (the token side channel) to run in a checkpoint's round
+    trip, just before the checkpoint script (so what it writes comes first).
+
+    Attributes:
+        script: a redis-py ``Script`` (``client.register_script``) whose keys share the
+            workflow's hash tag.
+        keys: its KEYS.
+        args: its ARGV.
+    """
+
+    script: Any
+    keys: list[str]
+    args: list[Any]
+
+
+@dataclass(frozen=True)
 class OpenedStep:
     """What opening a step found.
 

@@ -20,9 +20,11 @@ partial text.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from typing import Any
 
+from .plans import ScriptCall
 from .scripts import source
 
 #: The scripts (``store/lua/token_publish.lua``, ``token_abandon.lua``; headers name KEYS and ARGV).
@@ -71,8 +73,7 @@ class TokenChannel:
         self.client = store.client
         self.ttl_ms = max(1, int(ttl * 1000))
         self.maxlen = maxlen
-        self._publish = self.client.register_script(PUBLISH)
-        self._abandon = self.client.register_script(ABANDON)
+        self._publish, self._abandon = _scripts(self.client)
 
     def key(self, workflow_id: str) -> str:
         """The token stream of a workflow (the id is validated)."""
@@ -88,8 +89,17 @@ class TokenChannel:
             1 published, 0 another run owns the channel (stop publishing), -1 the
             workflow does not exist (purged).
         """
+        call = self.batch(workflow_id, run, stage, attempt, delta, first)
+        return int(self._publish(keys=call.keys, args=call.args))
+
+    def batch(
+        self, workflow_id: str, run: str, stage: int, attempt: int, delta: dict[str, Any], first: bool
+    ) -> ScriptCall:
+        """The publish of :meth:`publish` as a script call, for the step's checkpoint to
+        run in its own round trip (``WorkflowStore.checkpoint(..., before=...)``): the
+        last batch of a model call costs no round trip of its own."""
         args = [run, "1" if first else "0", stage, attempt, json.dumps(delta), self.ttl_ms, self.maxlen]
-        return int(self._publish(keys=self._keys(workflow_id), args=args))
+        return ScriptCall(self._publish, self._keys(workflow_id), args)
 
     def abandon(self, workflow_id: str, run: str, stage: int, attempt: int) -> bool:
         """Void ``run``'s partial output (its call failed): a ``retry`` entry, if it still owns the channel."""
@@ -109,6 +119,26 @@ class TokenChannel:
         if after_id is not None:
             streams[self.key(workflow_id)] = after_id
         return bool(self.client.xread(streams, count=1, block=block_ms))
+
+
+#: The scripts of each client, per process: ``(pid, id(client)) -> (publish, abandon)``.
+_SCRIPTS: dict[tuple[int, int], tuple[Any, Any]] = {}
+
+
+def _scripts(client: Any) -> tuple[Any, Any]:
+    """This client's publish and abandon scripts; the publish script is loaded into Redis
+    the first time (one ``SCRIPT LOAD`` per process and client). A batch written in a
+    checkpoint's pipeline (:meth:`TokenChannel.batch`) is sent as ``EVALSHA`` beside the
+    checkpoint script: were its script missing while the checkpoint's is loaded, the
+    batch could only be dropped. A restarted Redis forgets both, and the checkpoint's
+    pipeline then loads them and runs both again."""
+    key = (os.getpid(), id(client))
+    scripts = _SCRIPTS.get(key)
+    if scripts is None or scripts[0].registered_client is not client:
+        scripts = (client.register_script(PUBLISH), client.register_script(ABANDON))
+        client.script_load(PUBLISH)
+        _SCRIPTS[key] = scripts
+    return scripts
 
 
 def _entry(entry_id: str, fields: dict[str, str]) -> TokenEntry:

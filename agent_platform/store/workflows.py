@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from typing import Any
 
 from redis.exceptions import NoScriptError
@@ -20,13 +21,15 @@ from ..connections import block_ms_within, is_cluster, stream_entries
 from ..errors import IdempotencyConflict, InvalidTransition, TooManyEvents, WorkflowExists, WorkflowNotFound
 from ..ids import validate_id
 from ..keys import WorkflowKeys
-from .plans import Chain, CheckpointPlan, CheckpointResult, OpenedStep, _record, now_iso, now_ms
+from .plans import Chain, CheckpointPlan, CheckpointResult, OpenedStep, ScriptCall, _record, now_iso, now_ms
 from .queries import WorkflowQueries
 from .scripts import source
 from .state import TERMINAL, RuntimeStatus, WorkflowState
 from .turn_messages import TurnMessages
 
 IDEMPOTENCY_TTL = 24 * 3600
+
+log = logging.getLogger("agent_platform.store")
 
 
 class WorkflowStore(WorkflowQueries):
@@ -53,24 +56,55 @@ class WorkflowStore(WorkflowQueries):
     def _step_keys(self, workflow_id: str) -> list[str]:
         return [self.key(workflow_id, p) for p in ("meta", "steps", "done", "runs", "messages")]
 
-    def _run(self, name: str, keys: list[str], args: list[Any], due: tuple[str, float] | None = None) -> Any:
+    def _run(
+        self,
+        name: str,
+        keys: list[str],
+        args: list[Any],
+        due: tuple[str, float] | None = None,
+        before: ScriptCall | None = None,
+    ) -> Any:
         """Run a script; with ``due`` (workflow id, seconds), move the workflow's due time
-        in the sweeper's index in the same round trip, after the script."""
-        if due is None:
+        in the sweeper's index in the same round trip, after the script; with ``before``,
+        run that script call first, in the same round trip.
+
+        ``before`` is a side channel's write (the token stream): its failure never fails
+        this script. A server that forgot the scripts (restarted) gets them loaded and the
+        round trip made again, without the side call if that one ran.
+        """
+        if due is None and before is None:
             return self._scripts[name](keys=keys, args=args)
         script = self._scripts[name]
-        if is_cluster(self.client):  # redis-py refuses EVALSHA in a cluster pipeline: two round trips
+        if is_cluster(self.client):  # redis-py refuses EVALSHA in a cluster pipeline: one round trip each
+            if before is not None:
+                _side_call(before, self.client)
             reply = script(keys=keys, args=args)
-            self.client.zadd(self.keys.active, {due[0]: now_ms() + int(due[1] * 1000)}, xx=True)
+            if due is not None:
+                self.client.zadd(self.keys.active, {due[0]: now_ms() + int(due[1] * 1000)}, xx=True)
             return reply
         for _ in range(2):
             pipe = self.client.pipeline(transaction=False)
+            if before is not None:
+                pipe.evalsha(before.script.sha, len(before.keys), *before.keys, *before.args)
             pipe.evalsha(script.sha, len(keys), *keys, *args)
-            pipe.zadd(self.keys.active, {due[0]: now_ms() + int(due[1] * 1000)}, xx=True)
-            try:
-                return pipe.execute()[0]
-            except NoScriptError:  # a restarted Redis forgot its scripts
+            if due is not None:
+                pipe.zadd(self.keys.active, {due[0]: now_ms() + int(due[1] * 1000)}, xx=True)
+            replies = pipe.execute(raise_on_error=False)
+            side, reply = (replies[0], replies[1]) if before is not None else (None, replies[0])
+            if isinstance(side, NoScriptError):
+                self.client.script_load(before.script.script)  # type: ignore[union-attr]
+            elif isinstance(side, Exception):
+                log.warning("side write before %s failed: %s: %s", name, type(side).__name__, side)
+            if isinstance(reply, NoScriptError):  # a restarted Redis forgot its scripts
                 self.client.script_load(script.script)
+                if not isinstance(side, NoScriptError):
+                    before = None  # it ran (or failed for good): not twice
+                continue
+            if isinstance(reply, Exception):
+                raise reply
+            if isinstance(side, NoScriptError):  # this script ran: the side write comes too late, drop it
+                log.info("side write before %s dropped: its script was not loaded", name)
+            return reply
         raise NoScriptError(f"script {name} could not be loaded")
 
     # -- creation -----------------------------------------------------------------------
@@ -217,6 +251,7 @@ class WorkflowStore(WorkflowQueries):
         plan: CheckpointPlan,
         due_in: float = 30.0,
         chain: Chain | None = None,
+        before: ScriptCall | None = None,
     ) -> CheckpointResult:
         """Append ``record`` and move the workflow by ``plan``, atomically and fenced
         (``store/lua/checkpoint.lua``); release our lease; with ``chain``, open the next
@@ -225,6 +260,10 @@ class WorkflowStore(WorkflowQueries):
 
         Args:
             due_in: seconds until the sweeper looks at the workflow again.
+            chain: the next step to open in the same script (its lease and message).
+            before: a side write to make first in the same round trip (the step's
+                last batch of tokens, :meth:`TokenChannel.batch`); its failure is logged,
+                never raised.
         """
         keys = self._step_keys(workflow_id)
         keys.append(self.keys.lease(workflow_id, step_seq, call_index))
@@ -239,7 +278,7 @@ class WorkflowStore(WorkflowQueries):
             now_iso(),
             now_ms(),
         ]
-        reply = self._run("checkpoint", keys, args, due=(workflow_id, due_in))
+        reply = self._run("checkpoint", keys, args, due=(workflow_id, due_in), before=before)
         code = int(reply[0])
         if code < 0:
             reason = {-1: "finished", -2: "stale", -3: "duplicate", -4: "missing"}[code]
@@ -369,3 +408,11 @@ class WorkflowStore(WorkflowQueries):
     def fire_once(self, fault: str) -> bool:
         """True the first time it is called for ``fault`` in this store (AGENT_PLATFORM_FAULT)."""
         return bool(self.client.set(self.keys.fault_fired(fault), "1", nx=True))
+
+
+def _side_call(call: ScriptCall, client: Any) -> None:
+    """Run a side write on its own (Redis Cluster); its failure is logged, not raised."""
+    try:
+        call.script(keys=call.keys, args=call.args, client=client)
+    except Exception as exc:  # noqa: BLE001 - a side channel never fails the step
+        log.warning("side write failed: %s: %s", type(exc).__name__, exc)

@@ -376,9 +376,11 @@ def test_every_script_touches_keys_of_one_hash_tag() -> None:
     calls: list[tuple[str, list[str]]] = []
     original = store._run
 
-    def run(name: str, keys: list[str], args: list[object], due: object = None) -> object:
+    def run(name: str, keys: list[str], args: list[object], due: object = None, before: object = None) -> object:
         calls.append((name, keys))
-        return original(name, keys, args, due)  # type: ignore[arg-type]
+        if before is not None:  # a side write in the same round trip (the token stream)
+            calls.append((f"before {name}", before.keys))  # type: ignore[attr-defined]
+        return original(name, keys, args, due, before)  # type: ignore[arg-type]
 
     store._run = run  # type: ignore[method-assign]
     wf = rt.start("Unit", "go")

@@ -91,13 +91,26 @@ def deliver_event(
     return woke
 
 
-def session_turn(runtime: Runtime, store: WorkflowStore, state: WorkflowState) -> bool:
+def session_turn(runtime: Runtime, store: WorkflowStore, state: WorkflowState, carry: dict[str, Any]) -> bool:
     """True when the workflow is the oldest unfinished turn of its session; heals a
-    session whose head finished without leaving it (a crash between the two writes)."""
+    session whose head finished without leaving it (a crash between the two writes).
+
+    When the agent's memory lives on the store's Redis, the session's memory is read in
+    the same round trip and left in ``carry["history"]`` for the turn's ``start``.
+    """
+    history = runtime.history_for(runtime.agent(state.agent))
+    key_on = getattr(history, "key_on", None)
+    memory_key = key_on(store.client, state.session_id) if key_on is not None else None
     while True:
-        head = store.session_head(state.agent, state.session_id)
-        if head is None or head == state.instance_id:
-            return True
+        if memory_key is not None:
+            head, entries = store.session_head_and_list(state.agent, state.session_id, memory_key)
+            if head is None or head == state.instance_id:
+                carry["history"] = history.decode(entries)  # type: ignore[attr-defined]
+                return True
+        else:
+            head = store.session_head(state.agent, state.session_id)
+            if head is None or head == state.instance_id:
+                return True
         try:
             head_state = store.state(head)
         except WorkflowNotFound:  # purged: it only holds the session
@@ -110,24 +123,34 @@ def session_turn(runtime: Runtime, store: WorkflowStore, state: WorkflowState) -
 
 
 def finish_workflow(runtime: Runtime, store: WorkflowStore, state: WorkflowState) -> None:
-    """After a final status: append a COMPLETED turn to memory (once: the append is
-    idempotent per workflow), free the session and start its next turn, run the finish
-    hooks, leave the sweeper's set. Safe to run again: until the last of these, the
-    sweeper finds the workflow and runs this again."""
+    """After a final status: run the finish hooks, then, in one round trip when the
+    agent's memory lives on the store's Redis, append a COMPLETED turn to memory (once:
+    the append is idempotent per workflow), free the session and leave the sweeper's set
+    (:meth:`WorkflowStore.finish_turn`); then start the session's next turn.
+
+    Safe to run again: until the sweeper's set is left, the sweeper finds the workflow
+    and runs this again; the hooks are idempotent (each sets a marker before it acts).
+    The hooks run first so that leaving the sweeper's set is the last write: a crash
+    before it runs everything again, after it nothing is left to do but dispatch the
+    next turn, which the sweeper does too (that turn is due once its start found the
+    session busy).
+    """
     wf = state.instance_id
-    if state.runtime_status == RuntimeStatus.COMPLETED:
-        agent = runtime.agent(state.agent)
-        runtime.history_for(agent).append_turn(
-            state.session_id,
-            wf,
-            [{"role": "user", "content": state.input}, {"role": "assistant", "content": state.output or ""}],
-        )
-    head = store.leave_session(state.agent, state.session_id, wf)
-    if head is not None:
-        runtime.dispatch(StepMessage(state.agent, head, task_kind("start"), 0))
     for hook in runtime.finish_hooks:
         try:
             hook(runtime, state)
         except Exception:  # a hook must not undo a final status
             log.exception("finish hook %r failed for %s", hook, wf)
-    store.forget_active(wf)
+    memory = None
+    if state.runtime_status == RuntimeStatus.COMPLETED:
+        history = runtime.history_for(runtime.agent(state.agent))
+        turn = [{"role": "user", "content": state.input}, {"role": "assistant", "content": state.output or ""}]
+        key_on = getattr(history, "key_on", None)
+        if key_on is not None and key_on(store.client, state.session_id) is not None:
+            leave = store.keys.session(state.agent, state.session_id)
+            memory = history.append_call(state.session_id, wf, turn, leave=leave)  # type: ignore[attr-defined]
+        else:
+            history.append_turn(state.session_id, wf, turn)
+    head = store.finish_turn(state.agent, state.session_id, wf, memory)
+    if head is not None:
+        runtime.dispatch(StepMessage(state.agent, head, task_kind("start"), 0))

@@ -88,7 +88,7 @@ def run_step(runtime: Runtime, message: StepMessage, worker: str = "") -> StepRe
         assert opened.state is not None
         state = opened.state
         if task_kind(state.next.kind) != message.kind or (
-            state.next.kind == "start" and not lifecycle.session_turn(runtime, store, state)
+            state.next.kind == "start" and not lifecycle.session_turn(runtime, store, state, carry)
         ):
             store.release_step(message.workflow_id, message.step_seq, message.call_index, token)
             busy = Verdict.STALE if task_kind(state.next.kind) != message.kind else Verdict.SESSION_BUSY

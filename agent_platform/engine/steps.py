@@ -27,7 +27,9 @@ def run_start(ctx: StepContext) -> Outcome:
     """Fix the history the turn sees and mark the workflow RUNNING (run by the turn's
     first ``llm`` task, which goes on with the model call: :func:`~.runner.run_step`)."""
     session = ctx.state.session_id
-    history = ctx.history.messages(session)
+    history = ctx.carry.get("history")  # read with the session's head (lifecycle.session_turn)
+    if history is None:
+        history = ctx.history.messages(session)
     ctx.carry["history"] = history  # the model call that follows in this task reads it
     history_len = len(history)
     data = {

@@ -13,6 +13,7 @@ from typing import Any
 
 from .. import keys
 from ..ids import validate_id
+from ..store.plans import ScriptCall
 
 
 def append_turn_script() -> str:
@@ -64,14 +65,39 @@ class RedisSessionHistory:
         if stop == 0:
             return []
         end = -1 if stop is None else stop - 1
-        return [json.loads(m) for m in self.client.lrange(self.key(session_id), 0, end)]
+        return self.decode(self.client.lrange(self.key(session_id), 0, end))
 
-    def append_turn(self, session_id: str, workflow_id: str, messages: list[dict[str, Any]]) -> bool:
-        """Append once per workflow (one Lua script: SADD of the writer, then RPUSH)."""
+    @staticmethod
+    def decode(raw: list[str]) -> list[dict[str, Any]]:
+        """Stored entries (JSON text, as LRANGE returns them) as messages."""
+        return [json.loads(m) for m in raw]
+
+    def key_on(self, client: Any, session_id: str) -> str | None:
+        """The session's list key when this memory lives on ``client`` (a caller may then
+        read or write it in a round trip of its own, as the engine does at a turn's start
+        and finish); None when it lives elsewhere."""
+        return self.key(session_id) if client is self.client else None
+
+    def append_call(
+        self, session_id: str, workflow_id: str, messages: list[dict[str, Any]], leave: str | None = None
+    ) -> ScriptCall:
+        """:meth:`append_turn` as a script call, to run in a caller's pipeline; its reply is
+        1 (appended) or 0 (appended before).
+
+        Args:
+            leave: the session's queue of unfinished turns (``WorkflowKeys.session``, the
+                same hash tag): the workflow also leaves it in the same script, whose reply
+                is then ``[1 or 0, the queue's new head or None]``.
+        """
         key = self.key(session_id)
         payload = [json.dumps({**m, "workflow_id": workflow_id}) for m in messages]
         writers = keys.conversation_writers(self.prefix, self.agent, session_id)
-        return bool(self._append(keys=[key, writers], args=[workflow_id, *payload]))
+        return ScriptCall(self._append, [key, writers, *([leave] if leave else [])], [workflow_id, *payload])
+
+    def append_turn(self, session_id: str, workflow_id: str, messages: list[dict[str, Any]]) -> bool:
+        """Append once per workflow (one Lua script: SADD of the writer, then RPUSH)."""
+        call = self.append_call(session_id, workflow_id, messages)
+        return bool(self._append(keys=call.keys, args=call.args))
 
 
 class ConversationDaprStateMemory(ConversationRedisMemory):

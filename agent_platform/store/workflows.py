@@ -404,6 +404,54 @@ class WorkflowStore(WorkflowQueries):
         head: str | None = pipe.execute()[1]
         return head
 
+    def session_head_and_list(self, agent: str, session_id: str, key: str) -> tuple[str | None, list[str]]:
+        """The session's oldest unfinished turn and, in the same round trip, the whole list
+        ``key`` of the same hash tag (the session's memory: a turn's start reads both)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.lindex(self.keys.session(agent, session_id), 0)
+        pipe.lrange(key, 0, -1)
+        head, entries = pipe.execute()
+        return head, list(entries)
+
+    def finish_turn(
+        self, agent: str, session_id: str, workflow_id: str, memory: ScriptCall | None = None
+    ) -> str | None:
+        """A finished turn leaves its session and the sweeper's set, in one round trip:
+        ``memory`` (the turn's append to the session's memory on this client, which also
+        leaves the session: ``append_call(..., leave=keys.session(...))``) or LREM and
+        LINDEX, then ZREM. Returns the session's new head (to start), or None.
+
+        A restarted Redis that forgot the memory script has run the ZREM alone: the
+        workflow goes back into the sweeper's set before the script is loaded and run
+        again, so a crash meanwhile still leaves the finish to the sweeper.
+        """
+        key = self.keys.session(agent, session_id)
+        if is_cluster(self.client):  # no EVALSHA in a cluster pipeline; the ZREM comes last
+            if memory is not None:
+                new_head = memory.script(keys=memory.keys, args=memory.args, client=self.client)[1]
+            else:
+                new_head = self.leave_session(agent, session_id, workflow_id)
+            self.forget_active(workflow_id)
+            return new_head or None
+        pipe = self.client.pipeline(transaction=False)
+        if memory is not None:
+            pipe.evalsha(memory.script.sha, len(memory.keys), *memory.keys, *memory.args)
+        else:
+            pipe.lrem(key, 0, workflow_id)
+            pipe.lindex(key, 0)
+        pipe.zrem(self.keys.active, workflow_id)
+        replies = pipe.execute(raise_on_error=False)
+        if memory is not None and isinstance(replies[0], NoScriptError):
+            self.client.zadd(self.keys.active, {workflow_id: now_ms()})
+            memory.script(keys=memory.keys, args=memory.args, client=self.client)  # loads it, runs it
+            self.forget_active(workflow_id)
+            return self.session_head(agent, session_id)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        head: str | None = replies[0][1] if memory is not None else replies[1]
+        return head
+
     # -- crash tests --------------------------------------------------------------------
     def fire_once(self, fault: str) -> bool:
         """True the first time it is called for ``fault`` in this store (AGENT_PLATFORM_FAULT)."""

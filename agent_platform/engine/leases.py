@@ -105,7 +105,10 @@ class LeaseKeeper:
                 fault_point("leases")  # crash tests: while a lease is due for renewal
                 try:
                     m = message
-                    if not store.renew_lease(m.workflow_id, m.step_seq, m.call_index, token, ttl):
+                    renewed = store.renew_lease(m.workflow_id, m.step_seq, m.call_index, token, ttl)
+                    with self._lock:
+                        still_held = token in self._leases  # not dropped meanwhile by its checkpoint
+                    if not renewed and still_held:
                         log.warning("lease of %s step %s/%s was lost", m.workflow_id, m.kind, m.step_seq)
                     store.set_due(m.workflow_id, ttl)
                 except Exception as exc:  # Redis restarting: keep trying; fencing keeps us safe

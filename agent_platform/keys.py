@@ -17,7 +17,7 @@ on a cluster::
     <base>:{<id>}:callback, :bus-response    markers: a finish hook ran once
 
 with ``<base> = <component keyPrefix><state_key>``. Outside any one workflow:
-``<base>:index`` (zset by creation time), ``<base>:active`` (zset of unfinished
+``<base>:index`` (zset by creation time, in microseconds), ``<base>:active`` (zset of unfinished
 workflows by when the sweeper should look), ``<base>:sweeper-lock``,
 ``<base>:session:{<agent>:<session>}`` and ``<base>:idem:<agent>:<sha256>``.
 """

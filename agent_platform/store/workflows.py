@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from typing import Any
 
 from redis.exceptions import NoScriptError
@@ -28,6 +29,13 @@ from .state import TERMINAL, RuntimeStatus, WorkflowState
 from .turn_messages import TurnMessages
 
 IDEMPOTENCY_TTL = 24 * 3600
+
+
+def now_us() -> int:
+    """Microseconds since the epoch: the listing index's score (creation order; two
+    creations within one millisecond, one round trip each, still list in order)."""
+    return time.time_ns() // 1000
+
 
 log = logging.getLogger("agent_platform.store")
 
@@ -164,19 +172,56 @@ class WorkflowStore(WorkflowQueries):
             **({"callback_url": callback_url} if callback_url else {}),
         }
         args = [item for pair in fields.items() for item in pair]
-        existing = self._run("create", [self.key(workflow_id, "meta"), self.key(workflow_id, "steps")], args)
+        existing = self._create(workflow_id, agent, session_id, args, due_in)
         if existing != 1:
             if idempotency_key is not None:
                 self.client.delete(idem)  # the key was not used: no workflow was created
             raise WorkflowExists(
                 f"a workflow {workflow_id!r} exists ({existing or 'its step log'}); purge it first", existing or None
             )
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zadd(self.keys.index, {workflow_id: now_ms()})
-        pipe.zadd(self.keys.active, {workflow_id: now_ms() + int(due_in * 1000)})
-        pipe.rpush(self.keys.session(agent, session_id), workflow_id)
-        pipe.execute()
         return workflow_id, True
+
+    def _create(self, workflow_id: str, agent: str, session_id: str, args: list[Any], due_in: float) -> Any:
+        """The create script, then the workflow in the listing index, the sweeper's set
+        and its session's queue: one round trip (a pipeline; two on Redis Cluster, where
+        the script runs first). An id that exists already had these three written too:
+        what was added for it is taken back (ZADD NX tells), and the session loses its
+        last copy of the id. Returns the script's reply (1: created)."""
+        script_keys = [self.key(workflow_id, "meta"), self.key(workflow_id, "steps")]
+        session = self.keys.session(agent, session_id)
+        if is_cluster(self.client):
+            existing = self._run("create", script_keys, args)
+            if existing == 1:
+                pipe = self.client.pipeline(transaction=False)
+                pipe.zadd(self.keys.index, {workflow_id: now_us()})
+                pipe.zadd(self.keys.active, {workflow_id: now_ms() + int(due_in * 1000)})
+                pipe.rpush(session, workflow_id)
+                pipe.execute()
+            return existing
+        script = self._scripts["create"]
+        for _ in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.evalsha(script.sha, len(script_keys), *script_keys, *args)
+            pipe.zadd(self.keys.index, {workflow_id: now_us()}, nx=True)
+            pipe.zadd(self.keys.active, {workflow_id: now_ms() + int(due_in * 1000)}, nx=True)
+            pipe.rpush(session, workflow_id)
+            existing, indexed, activated, _ = pipe.execute(raise_on_error=False)
+            if existing == 1:
+                return existing
+            undo = self.client.pipeline(transaction=False)
+            if indexed == 1:
+                undo.zrem(self.keys.index, workflow_id)
+            if activated == 1:
+                undo.zrem(self.keys.active, workflow_id)
+            undo.lrem(session, -1, workflow_id)
+            undo.execute()
+            if isinstance(existing, NoScriptError):  # a restarted Redis forgot its scripts
+                self.client.script_load(script.script)
+                continue
+            if isinstance(existing, Exception):
+                raise existing
+            return existing
+        raise NoScriptError("script create could not be loaded")
 
     # -- reading ------------------------------------------------------------------------
     def state(self, workflow_id: str) -> WorkflowState:

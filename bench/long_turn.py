@@ -24,10 +24,19 @@ Figures (per work step = per model call or tool call):
   stream entry), the part of a checkpoint that stays.
 - ``log memory/step``: ``MEMORY USAGE`` of the turn's step log (``SAMPLES 0``: exact) /
   work steps: the Redis memory the turn's records keep.
-- ``model ms/step``: the model's share, estimated from direct calls of the driver with
-  the conversation of 0 and of ``N`` rounds (a call's time grows about linearly with the
-  conversation): their mean times ``N + 1`` calls, / work steps. ``ms/step less model``
-  is the rest: what the system adds per step.
+- ``model ms/step (engine client)``: the model's share, estimated from direct
+  calls of the driver, made as an ``llm`` step makes them: agent-platform's own
+  ``OpenAIChatClient.chat(messages, tools, "auto")`` (the SDK's generic ``post``, the body
+  as is), streamed (a no-op ``on_delta``: the engine passes a listener, so its calls
+  stream by default), with the messages the engine sends at that point of the turn
+  (``build_messages``: LongBot's system prompt, the task, the turn's assistant tool calls
+  and tool results), with the conversation of 0 and of ``N`` rounds (a call's time grows
+  about linearly with the conversation): their mean times ``N + 1`` calls, / work steps.
+  ``ms/step less model`` is the rest: what the system adds per step. (Not the SDK's
+  ``chat.completions.create``, whose typed-parameter transform costs ~0.4 ms per message:
+  the engine never pays it, and it overstated the model's share of a long turn. The raw
+  chain's own calls do go through ``create`` (``bench/turn.py``), so its rest includes
+  that transform.)
 
 Target (issue 15): at 200 rounds, ms/step and bytes written/step at most 1.2x those at 10.
 """
@@ -35,14 +44,18 @@ Target (issue 15): at 200 rounds, ms/step and bytes written/step at most 1.2x th
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from . import turn
-from .agent import local_steps_support
+from agent_platform.engine.prompt import build_messages, tool_message
+from agent_platform.llm.openai_client import OpenAIChatClient
+from agent_platform.llm.reply import AssistantReply, ToolCall
+
+from .agent import local_steps_support, long_bots
 from .common import Bench, median, note, parse_args, print_header, print_table, ratio, run_raw_turn, start_and_wait
 from .lanes import OURS, RAW, TASK, Lane, start_workers
 from .model import task_with_rounds
@@ -77,25 +90,38 @@ def _written(client: Any) -> float:
     return float(client.info("stats")["total_net_input_bytes"])
 
 
+def engine_messages(rounds: int) -> list[dict[str, Any]]:
+    """The messages an ``llm`` step of LongBot sends after ``rounds`` tool rounds of a turn
+    (in a new session) whose model asks for one more (the task says ``rounds + 1``)."""
+    agent = long_bots[0]
+    turn_messages: list[dict[str, Any]] = []
+    for i in range(rounds):
+        call = ToolCall(f"call_{i:018d}", "noop", "{}")  # as long as the engine's ids
+        turn_messages += [AssistantReply("", [call]).to_message(), tool_message(call.id, "ok")]
+    return build_messages(agent, [], task_with_rounds(TASK, rounds + 1), turn_messages)
+
+
 def model_ms_per_step(rounds: int, calls: int = 5) -> float:
-    """The model's share of a step in a turn of ``rounds`` rounds (see the module doc)."""
+    """The model's share of a step in a turn of ``rounds`` rounds (see the module doc): the
+    call made as the engine makes it, by its client, streamed."""
+    llm = OpenAIChatClient(base_url=os.environ["OPENAI_BASE_URL"], api_key="not-needed")
+    tools = long_bots[0].tool_schemas()
 
     def call_ms(size: int) -> float:
-        messages = turn.first_messages(task_with_rounds(TASK, size + 1))
-        for i in range(size):
-            call = {"id": f"call_{i}", "type": "function", "function": {"name": "noop", "arguments": "{}"}}
-            messages += [
-                {"role": "assistant", "content": "", "tool_calls": [call]},
-                {"role": "tool", "tool_call_id": call["id"], "content": '"ok"'},
-            ]
+        messages = engine_messages(size)
         times = []
         for _ in range(calls):
             t0 = time.perf_counter()
-            turn.call_model(messages)
+            reply = llm.chat(messages, tools, "auto", on_delta=lambda delta: None)
             times.append(time.perf_counter() - t0)
+            if not reply.tool_calls:  # the scripted model answers with a tool call here
+                raise RuntimeError(f"the model did not call the tool after {size} rounds: {reply!r}")
         return median(times) * 1000
 
-    return (call_ms(0) + call_ms(rounds)) / 2 * (rounds + 1) / (2 * rounds + 1)
+    try:
+        return (call_ms(0) + call_ms(rounds)) / 2 * (rounds + 1) / (2 * rounds + 1)
+    finally:
+        llm.close()
 
 
 def one_turn(bench: Bench, lane: Lane, rounds: int) -> dict[str, float]:
@@ -182,7 +208,9 @@ def _report(results: dict[Lane, list[Size]], unsupported: list[Lane], rounds: li
     for lane in unsupported:
         rows.append([lane.label, "n/a", "", 0, "n/a", "", "", "n/a", "n/a", "n/a", "n/a"])
     print("medians per work step (a model call or a tool call); raw chain: no durability, for reference")
-    headers = ["system", "tool rounds", "work steps", "turns", "ms/step", "model ms/step", "ms/step less model"]
+    print("model ms/step: direct calls made as an llm step makes them (OpenAIChatClient.chat, streamed, same messages)")
+    headers = ["system", "tool rounds", "work steps", "turns", "ms/step"]
+    headers += ["model ms/step (engine client)", "ms/step less model"]
     headers += ["bytes written/step", "log bytes/record", "log memory/step", f"late/early ms ({LATE} rounds)"]
     print_table(headers, rows)
     if 10 not in rounds or len(rounds) < 2:

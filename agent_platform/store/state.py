@@ -175,7 +175,7 @@ class WorkflowState:
     @classmethod
     def decode(cls, raw: Mapping[str, str]) -> WorkflowState:
         """Decode a status hash (``HGETALL``): integers, JSON fields, events, retries."""
-        known = {f.name for f in fields(cls)}
+        known = _STATE_FIELDS
         values: dict[str, Any] = {}
         events: dict[str, Any] = {}
         retries: dict[str, int] = {}
@@ -214,10 +214,14 @@ class WorkflowState:
                 raw[name] = json.loads(value)
             elif name in INT_FIELDS:
                 raw[name] = int(value)
-            elif name in {f.name for f in fields(self)}:
+            elif name in _STATE_FIELDS:
                 raw[name] = value
         return replace(self, **raw)
 
     def tool_attempt(self, step_seq: int, index: int) -> int:
         """The attempt a tool call's next run is (1 + its failed attempts)."""
         return 1 + self.retries.get(f"{step_seq}:{index}", 0)
+
+
+#: The fields of :class:`WorkflowState`, read once (``dataclasses.fields`` is not free).
+_STATE_FIELDS = frozenset(f.name for f in fields(WorkflowState))

@@ -7,9 +7,10 @@ The figure an ops team needs to size Redis. Two measurements on this machine:
    ``-c 2`` runs a closed loop (8 turns outstanding, as ``bench.throughput``) while
    :mod:`bench.redis_cost` measures ``--turns`` turns with ``INFO`` (commands executed,
    Lua's included; bytes in and out; the server's CPU seconds; AOF bytes) and
-   ``--monitor-turns`` more with ``MONITOR`` (round trips: commands clients sent; Celery
-   task messages). Everything the deployment sends is counted (worker, broker client,
-   task events, the driver waiting for the ends), less what the same worker costs idle
+   ``--monitor-turns`` more with ``MONITOR`` (commands clients sent, and the round trips
+   that carried them: a pipeline or a transaction is one; Celery task messages).
+   Everything the deployment sends is counted (worker, broker client, task events, the
+   driver waiting for the ends), less what the same worker costs idle
    (``--idle`` seconds measured after the warm-up: sweeper, heartbeats, broker polls;
    a cost per second, not per turn).
 2. What this Redis does per second: ``redis-benchmark`` (``-c 50``, no pipelining, values
@@ -19,7 +20,10 @@ The figure an ops team needs to size Redis. Two measurements on this machine:
 From them, the turns per second one Redis can carry (each estimate assumes Redis is the
 bottleneck, with its main thread on one full core):
 
-- ``by round trips``: redis-benchmark ops/s (mean over its tests) / round trips per turn;
+- ``by commands sent``: redis-benchmark ops/s (mean over its tests) / commands sent per
+  turn. redis-benchmark does not pipeline: each op is one command in its own round trip,
+  so this counts each command of a turn as a round trip of its own (a floor: a pipeline's
+  commands share one read and one write of the server);
 - ``by Redis CPU``: 1 / the server's CPU seconds per turn, measured during the turns.
   This one weighs a Lua script by what it does; it is the sizing figure when lower.
 
@@ -122,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
                 note(f"{lane.label}: {args.turns} turns under INFO, {args.monitor_turns} under MONITOR")
                 costs[lane] = turn_cost(bench, lane, args.turns, args.monitor_turns, args.warmup, args.idle)
     ours = costs.get(Lane(OURS))
-    size = int(ours.per_turn("client_bytes") / ours.per_turn("round_trips")) if ours else 256
+    size = int(ours.per_turn("client_bytes") / ours.per_turn("commands_sent")) if ours else 256
     note(f"redis-benchmark: {args.requests} requests per test, {size}-byte values")
     try:
         rates, usec_per_op = redis_benchmark(args.requests, size)
@@ -138,14 +142,17 @@ def _report(
     rows = []
     for lane, c in costs.items():
         rows.append(
-            [lane.label, c.turns, c.per_turn("tasks"), c.per_turn("round_trips"), c.per_turn("executed"),
-             c.per_turn("bytes_in") / 1024, c.per_turn("bytes_out") / 1024, c.per_turn("aof") / 1024,
-             c.per_turn("cpu") * 1e6, c.turns / c.seconds]
+            [lane.label, c.turns, c.per_turn("tasks"), c.per_turn("commands_sent"), c.per_turn("round_trips"),
+             c.per_turn("executed"), c.per_turn("bytes_in") / 1024, c.per_turn("bytes_out") / 1024,
+             c.per_turn("aof") / 1024, c.per_turn("cpu") * 1e6, c.turns / c.seconds]
         )  # fmt: skip
     for lane in unsupported:
-        rows.append([lane.label, "n/a", "", "", "", "", "", "", "", ""])
+        rows.append([lane.label, "n/a", "", "", "", "", "", "", "", "", ""])
     print("Redis work per turn (one worker -c 2, closed loop of 8 turns; all clients; net of the idle worker)")
-    headers = ["system", "turns", "tasks", "round trips", "commands executed", "KiB written", "KiB read"]
+    print("  commands sent: by clients (MONITOR, Lua's left out); round trips: the round trips that carried them")
+    print("  (a pipeline or MULTI/EXEC is one); commands executed: commandstats calls, Lua's included")
+    headers = ["system", "turns", "tasks", "commands sent", "round trips", "commands executed", "KiB written"]
+    headers += ["KiB read"]
     print_table(headers + ["KiB to AOF", "Redis CPU us", "turns/s here"], rows)
     if rates:
         print(f"redis-benchmark on this machine (-c 50, no pipelining, {size}-byte values; ops/s per test)")
@@ -155,19 +162,22 @@ def _report(
     print()
     rows = []
     for lane, c in costs.items():
-        by_trips = ops / c.per_turn("round_trips")
+        by_commands = ops / c.per_turn("commands_sent")
         by_cpu = 1 / c.per_turn("cpu") if c.per_turn("cpu") > 0 else float("nan")
-        low = min(by_trips, by_cpu)
+        low = min(by_commands, by_cpu)
         net = (c.per_turn("bytes_in") + c.per_turn("bytes_out")) * low / 1e6
-        rows.append([lane.label, by_trips, by_cpu, low, net, c.per_turn("aof") * low / 1e6])
+        rows.append([lane.label, by_commands, by_cpu, low, net, c.per_turn("aof") * low / 1e6])
     print("turns/s one Redis primary can carry (Redis the bottleneck, its main thread on one core)")
-    print_table(["system", "by round trips", "by Redis CPU", "sizing figure (lower)", "MB/s network", "MB/s AOF"], rows)
+    print("  by commands sent: redis-benchmark's ops/s (one command per round trip) / commands sent per turn")
+    headers = ["system", "by commands sent", "by Redis CPU", "sizing figure (lower)", "MB/s network", "MB/s AOF"]
+    print_table(headers, rows)
     ours, raw = costs.get(Lane(OURS)), None
     if ours:
         raw = costs.get(Lane(RAW, tasks=round(ours.per_turn("tasks"))))
     if ours and raw:
         print(
             f"agent-platform (default mode) vs the raw chain with as many tasks: "
+            f"{ratio(ours.per_turn('commands_sent'), raw.per_turn('commands_sent'))} the commands sent, "
             f"{ratio(ours.per_turn('round_trips'), raw.per_turn('round_trips'))} the round trips, "
             f"{ratio(ours.per_turn('cpu'), raw.per_turn('cpu'))} the Redis CPU, "
             f"{ratio(ours.per_turn('bytes_in'), raw.per_turn('bytes_in'))} the bytes written per turn"

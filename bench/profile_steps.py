@@ -4,7 +4,9 @@ Two measurements of the same turn as ``bench.steps`` (one worker, ``-c 1``, turn
 to back), for agent-platform and for the raw Celery chain:
 
 1. Redis commands per turn, by command (``MONITOR`` over ``--monitor-turns`` turns):
-   every round trip that the worker, the broker client and the driver make.
+   every command that the worker, the broker client and the driver send, and the round
+   trips that carry them (a pipeline or a transaction is one:
+   :func:`bench.redis_cost.split_round_trips`).
 2. A wall-clock profile of the worker's pool process (``py-spy record --idle``, its main
    thread, ``--seconds`` seconds while turns run), with each sample put in the category
    of the innermost frame that names one (the model call, the enqueue of the next step,
@@ -31,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .common import Bench, note, parse_args, print_header, print_table, run_raw_turn, run_turn
-from .redis_cost import Monitor, label
+from .redis_cost import Monitor, label, round_trips
 
 RATE = 250  # samples per second
 CATEGORIES = [
@@ -86,7 +88,12 @@ def profile(bench: Bench, app: str, turn: Callable[[int], float], seconds: float
             turn(100 + i)
         time.sleep(0.3)
         commands = collections.Counter(label(c) for c in monitor.stop())
-        result: dict = {"commands": commands, "monitor_turns": monitor_turns, "samples": None}
+        result: dict = {
+            "commands": commands,
+            "round_trips": round_trips(monitor.lines),
+            "monitor_turns": monitor_turns,
+            "samples": None,
+        }
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         if not Path(spy).exists():
             note("py-spy not found: pip install -e '.[dev,bench]'; skipping the profile")
@@ -146,6 +153,8 @@ def _report(ours: dict, raw: dict) -> None:
     total_a = sum(ours["commands"].values()) / ours["monitor_turns"]
     total_b = sum(raw["commands"].values()) / raw["monitor_turns"]
     rows.append(["all commands", total_a, total_b, total_a - total_b])
+    trips_a, trips_b = (r["round_trips"] / r["monitor_turns"] for r in (ours, raw))
+    rows.append(["round trips (a pipeline or MULTI/EXEC is one)", trips_a, trips_b, trips_a - trips_b])
     print("Redis commands per turn (MONITOR; all clients: worker, broker, driver)")
     print_table(["command", "agent-platform", "raw chain", "difference"], rows)
     if ours["samples"] is None or raw["samples"] is None:

@@ -36,8 +36,9 @@ Figures:
   the system add per task; compared with the raw chain of the same number of tasks on
   the same pool (target: at most 1.2x).
 - task events per hop: (5-task chain with events - without) / 5.
-- Redis per turn: round trips (client commands), commands executed (Lua's included),
-  bytes written, net of the idle background of all the workers.
+- Redis per turn: commands sent by clients, the round trips that carried them (a
+  pipeline or a transaction is one: :func:`bench.redis_cost.split_round_trips`), commands
+  executed (Lua's included), bytes written, net of the idle background of all the workers.
 - streaming cost per ``llm`` step (issue 14): printed last by ``bench.streaming_cost``
   when the tree has it (:func:`_streaming` is the hook), else "not measured".
 """
@@ -373,21 +374,26 @@ def _redis(systems: list[System]) -> None:
         if c is None or not c.turns or s.pool != "prefork":
             continue
         rows.append(
-            [s.name, s.tasks, c.per_turn("round_trips"), c.per_turn("executed"), c.per_turn("bytes_in"),
-             c.per_turn("usec")]
+            [s.name, s.tasks, c.per_turn("commands_sent"), c.per_turn("round_trips"), c.per_turn("executed"),
+             c.per_turn("bytes_in"), c.per_turn("usec")]
         )  # fmt: skip
     if not rows:
         return
     print("Redis work per turn (prefork; all clients: worker, broker, driver; net of the idle background)")
-    print("  round trips: commands sent by clients (MONITOR); executed: commandstats calls, commands inside Lua")
-    print("  scripts included; bytes written: total_net_input_bytes; usec: commandstats time executing them")
-    print_table(["system", "tasks/turn", "round trips", "commands executed", "bytes written", "usec in commands"], rows)
+    print("  commands sent: by clients (MONITOR, Lua's left out); round trips: the round trips that carried them (a")
+    print(
+        "  pipeline or MULTI/EXEC is one; told apart by MONITOR's timestamps); executed: commandstats calls, commands"
+    )
+    print("  inside Lua scripts included; bytes written: total_net_input_bytes; usec: commandstats time executing them")
+    headers = ["system", "tasks/turn", "commands sent", "round trips", "commands executed", "bytes written"]
+    print_table(headers + ["usec in commands"], rows)
     ours, raw = _celery(systems, OURS, local=False), None
     if ours and ours.cost:
         raw = _raw_like(systems, ours)
     if ours and raw and ours.cost and raw.cost:
         print(
             f"agent-platform (default mode) vs the raw chain of {raw.tasks:g} tasks: "
+            f"{ratio(ours.cost.per_turn('commands_sent'), raw.cost.per_turn('commands_sent'))} the commands sent, "
             f"{ratio(ours.cost.per_turn('round_trips'), raw.cost.per_turn('round_trips'))} the round trips, "
             f"{ratio(ours.cost.per_turn('executed'), raw.cost.per_turn('executed'))} the commands executed, "
             f"{ratio(ours.cost.per_turn('bytes_in'), raw.cost.per_turn('bytes_in'))} the bytes written"

@@ -46,9 +46,7 @@ def respond(body: dict[str, Any]) -> Reply:
 
 
 def main() -> None:
-    # HTTP/1.1 with kept-alive connections, as real model servers serve them: every
-    # system's client reuses its connection instead of connecting for each call.
-    with ScriptedModel(default=respond, keep_alive=True) as model:
+    with ScriptedModel(default=respond) as model:
         print(model.base_url, flush=True)
         sys.stdin.read()  # until the parent closes our stdin (or exits)
 

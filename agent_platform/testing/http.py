@@ -36,15 +36,6 @@ class QuietHandler(WSGIRequestHandler):
         _logger.debug("%s: " + message.rstrip("\n"), type, *args)
 
 
-class KeepAliveHandler(QuietHandler):
-    """:class:`QuietHandler` on HTTP/1.1: a client's connection serves request after
-    request, as real model servers keep them (OpenAI, vLLM, llama.cpp, Ollama); streamed
-    replies go chunked. For a server that lives as long as its clients (the benchmarks'
-    model process), since a kept-alive connection outlives :meth:`ScriptedModel.stop`."""
-
-    protocol_version = "HTTP/1.1"
-
-
 def json_response(
     payload: Mapping[str, Any],
     status: int = 200,

@@ -21,7 +21,7 @@ from typing import Any, Self
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
-from .http import KeepAliveHandler, QuietHandler, json_response
+from .http import QuietHandler, json_response
 from .replies import Reply, ReplyLike, Responder, coerce_reply, error_body, usage_for
 from .streaming import StreamStyle, sse_response
 from .trickle import body_chunks, client_left, endless_headers, padded
@@ -70,9 +70,6 @@ class ScriptedModel:
             An attribute a test may set; :meth:`reset` restores the constructor's value.
         stream: how replies are streamed (a reply's own :func:`streamed` style wins);
             None: OpenAI's way. Settable as the ``stream`` attribute; :meth:`reset` clears it.
-        keep_alive: serve HTTP/1.1 with kept-alive connections, as real model servers do
-            (default HTTP/1.0, one request per connection, so that nothing is served after
-            :meth:`stop`: right for tests that stop and restart the model).
 
     Attributes:
         requests: the JSON bodies received, in arrival order (a body that is not a JSON
@@ -101,10 +98,8 @@ class ScriptedModel:
         default: Reply | Responder | None = None,
         validate_history: bool = False,
         stream: StreamStyle | None = None,
-        keep_alive: bool = False,
     ) -> None:
         self.host = host
-        self.keep_alive = keep_alive
         self.model_name = model_name
         self.default = default
         self.requests: list[dict[str, Any]] = []
@@ -168,7 +163,7 @@ class ScriptedModel:
                 sock.getsockname()[1],
                 self._app,  # type: ignore[arg-type,misc]  # werkzeug's Request.application on a method
                 threaded=True,
-                request_handler=KeepAliveHandler if self.keep_alive else QuietHandler,
+                request_handler=QuietHandler,
                 fd=sock.fileno(),
             )
         finally:

@@ -16,10 +16,12 @@ two this engine knows; None: neither, and the benchmarks print "n/a").
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
 import redis
+from celery import signals
 
 from agent_platform import AssistantAgent, tool
 from agent_platform.memory import ConversationRedisMemory
@@ -35,6 +37,31 @@ SLOW_FINISHED = "bench:slow:finished"
 LOCAL_STEPS_ENV = {"AGENT_PLATFORM_LOCAL_STEPS": "1"}
 #: Suffix of the agents that run with local steps.
 LOCAL = "-local"
+#: Set on a worker (``"1"``) to have it push each ended turn to :func:`ends_key` (a finish
+#: hook), as the raw chain's last task pushes its turn id to its own list: the throughput
+#: driver then learns of an end from one ``BLPOP`` for both systems, instead of waking
+#: for every record of our step logs (issue 15: the driver shares the machine's 2 CPUs).
+END_SIGNAL_ENV = "BENCH_END_SIGNAL"
+
+
+def ends_key(agent: str) -> str:
+    """The Redis list of ``[workflow_id, runtime_status]`` (JSON) of ``agent``'s ended turns."""
+    return f"bench:ours:ends:{agent}"
+
+
+def push_end(runtime: object, state: object) -> None:
+    """A finish hook: push the ended turn onto :func:`ends_key` (one ``LPUSH``)."""
+    store = runtime.store_for(state.agent)  # type: ignore[attr-defined]
+    store.client.lpush(ends_key(state.agent), json.dumps([state.instance_id, state.runtime_status.value]))  # type: ignore[attr-defined]
+
+
+def _install_end_signal(sender: object = None, **_: object) -> None:
+    runtime = getattr(getattr(sender, "app", None), "runtime", None)
+    if os.environ.get(END_SIGNAL_ENV) == "1" and runtime is not None and push_end not in runtime.finish_hooks:
+        runtime.finish_hooks.append(push_end)  # before the pool forks: every child has it
+
+
+signals.worker_init.connect(_install_end_signal, weak=False)
 
 
 @tool

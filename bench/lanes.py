@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .agent import LOCAL_STEPS_ENV, lane_agent, local_steps_support
+from .agent import END_SIGNAL_ENV, LOCAL_STEPS_ENV, lane_agent, local_steps_support
 from .common import Bench, Worker, run_raw_turn, run_turn
 from .raw_chain import QUEUE
 
@@ -87,11 +87,14 @@ class Lane:
         """The worker's ``-c``: ``asked``, or :data:`GEVENT_CONCURRENCY` on a gevent pool."""
         return GEVENT_CONCURRENCY if self.pool == "gevent" else asked
 
-    def start_worker(self, bench: Bench, concurrency: int = 1, wait: bool = True) -> Worker:
+    def start_worker(self, bench: Bench, concurrency: int = 1, wait: bool = True, end_signal: bool = False) -> Worker:
         """A worker for this lane: ``-P <pool> -c <concurrency> -Q <queue>``, with the lane's
-        environment (``concurrency`` as :meth:`concurrency` says)."""
+        environment (``concurrency`` as :meth:`concurrency` says); ``end_signal``: ours
+        pushes each ended turn to a list (:data:`bench.agent.END_SIGNAL_ENV`)."""
         concurrency = self.concurrency(concurrency)
         env = dict(LOCAL_STEPS_ENV) if self.local else {}
+        if end_signal and self.ours:
+            env[END_SIGNAL_ENV] = "1"
         if not self.ours:
             env.update(BENCH_RAW_QUEUE=self.queue, BENCH_RAW_EVENTS="1" if self.events else "0")
         app = "tasks" if self.ours else "bench.raw_chain"

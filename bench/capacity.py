@@ -58,7 +58,7 @@ def turn_cost(bench: Bench, lane: Lane, turns: int, monitor_turns: int, warmup: 
     """Redis work per turn of ``lane`` under a closed loop on one worker ``-c 2``, net of
     what the idle worker costs over ``idle`` seconds (timers, polls: a cost per second,
     not per turn)."""
-    worker = lane.start_worker(bench, 2)
+    worker = lane.start_worker(bench, 2, end_signal=True)  # loop_for waits on the finish hook's list
     try:
         loop = loop_for(bench, lane)
         drive(loop, warmup, INFLIGHT, limit=60)

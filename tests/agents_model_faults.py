@@ -10,7 +10,8 @@ how often, and with what, each function really ran:
 - ``issue_receipt()`` (``retries=1``): returns bytes that are not UTF-8 (C15 b);
 - ``lookup_city(city)``: one required argument.
 
-SlowModelBuddy has no tools and a model client with a 3 s deadline (C13).
+SlowModelBuddy has no tools and a model client with a 3 s deadline (C13);
+SlowUnstreamedBuddy is the same with its calls never streamed (``stream="off"``).
 """
 
 from __future__ import annotations
@@ -89,4 +90,12 @@ slow_model_buddy = AssistantAgent(
     goal="Answer briefly.",
     memory=ConversationRedisMemory(store_name="conversationstore", session_id="default"),
     llm=OpenAIChatClient(timeout=SLOW_MODEL_DEADLINE),
+)
+
+slow_unstreamed_buddy = AssistantAgent(
+    name="SlowUnstreamedBuddy",
+    role="Assistant",
+    goal="Answer briefly.",
+    memory=ConversationRedisMemory(store_name="conversationstore", session_id="default"),
+    llm=OpenAIChatClient(timeout=SLOW_MODEL_DEADLINE, stream="off"),
 )

@@ -5,8 +5,9 @@
 - ``model_server`` (session) / ``model`` (function): the ScriptedModel, reset per test.
 - ``platform`` (module): Celery workers + ``web.create_app()`` over HTTP for the agent
   named by the module's ``AGENT_APP`` (default ``tests.agents:travel_buddy``), with
-  ``PLATFORM_WORKERS`` workers (default 1) of ``PLATFORM_CONCURRENCY`` (default 2) and
-  the extra platform variables of ``PLATFORM_ENV`` (a dict, e.g. a short lease TTL).
+  ``PLATFORM_WORKERS`` workers (default 1) of ``PLATFORM_CONCURRENCY`` (default 2) on
+  Celery's ``PLATFORM_POOL`` (default prefork) and the extra platform variables of
+  ``PLATFORM_ENV`` (a dict, e.g. a short lease TTL).
 - ``api`` (function): the platform's HTTP client, on a clean Redis and a reset model.
 - ``redis_cluster``, ``redis_sentinel``, ``rabbit_vhost`` (module): the topologies of the
   scaling tests (``tests/topologies.py``), started for the module that asks, stopped after.
@@ -88,6 +89,7 @@ def platform(
         log_dir,
         workers=getattr(module, "PLATFORM_WORKERS", 1),
         concurrency=getattr(module, "PLATFORM_CONCURRENCY", 2),
+        pool=getattr(module, "PLATFORM_POOL", "prefork"),
     ) as deployment:
         yield deployment
 

@@ -277,9 +277,10 @@ def create_web_app(test_config: dict[str, Any] | None = None) -> Any:
 
 @contextmanager
 def running_platform(
-    env: dict[str, str | None], log_dir: Path, workers: int = 1, concurrency: int = 2
+    env: dict[str, str | None], log_dir: Path, workers: int = 1, concurrency: int = 2, pool: str = "prefork"
 ) -> Iterator[Platform]:
-    """Start workers and the web app with ``env`` (set in this process too), stop them after."""
+    """Start workers (of Celery's ``pool``) and the web app with ``env`` (set in this
+    process too), stop them after."""
     with pytest.MonkeyPatch.context() as mp:
         for name, value in env.items():
             if value is None:
@@ -287,7 +288,7 @@ def running_platform(
             else:
                 mp.setenv(name, value)
         mp.setenv("PYTHONPATH", str(REPO))
-        stack = Stack(dict(os.environ), log_dir, concurrency)
+        stack = Stack(dict(os.environ), log_dir, concurrency, pool)
         platform = None
         try:
             stack.start(workers)

@@ -132,9 +132,16 @@ def test_c12_unreadable_arguments_go_back_to_the_model_as_a_tool_error(
 def test_c13_a_trickling_model_server_is_cut_at_the_call_deadline(
     api: Api, model: ScriptedModel, in_headers: bool
 ) -> None:
+    check_c13(api, model, in_headers)
+
+
+def check_c13(api: Api, model: ScriptedModel, in_headers: bool, agent: str = "SlowModelBuddy") -> None:
+    """C13 with ``agent`` (SlowModelBuddy or SlowUnstreamedBuddy): the first answer
+    trickles (its body, or its headers), the second comes whole; the turn completes and
+    the first attempt ended at its deadline, its connection closed."""
     model.add(trickle("never read", in_headers=in_headers), text("Answered on the second attempt."))
 
-    wf = api.start_turn("Hello?", session_id="c13", agent="SlowModelBuddy")
+    wf = api.start_turn("Hello?", session_id="c13", agent=agent)
     status = api.wait_status(wf, timeout=60)
 
     assert status["runtime_status"] == "COMPLETED", status

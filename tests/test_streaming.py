@@ -69,11 +69,18 @@ def _final_llm_index(events: list[SseEvent]) -> int:
 def test_tokens_arrive_live_before_the_record_and_make_the_output(
     api: Api, model: ScriptedModel, gate: threading.Event
 ) -> None:
+    check_tokens_arrive_live(api, model, gate)
+
+
+def check_tokens_arrive_live(api: Api, model: ScriptedModel, gate: threading.Event, **start: Any) -> None:
+    """A turn of TravelBuddy (``start``: more fields of its start, e.g. ``agent``) whose
+    model holds its answer half written: the tokens written so far arrive before the
+    step's record (the publisher's ticks flush them), and all of them make the output."""
     model.add(
         tool_call("search_flights", {"destination": "Paris"}),
         streamed(text(ANSWER), chunk_chars=3, interval=0.005, hold=gate, hold_after=6),
     )
-    wf = api.start_turn(QUESTION, session_id="stream-live")
+    wf = api.start_turn(QUESTION, session_id="stream-live", **start)
 
     with SseStream(api.http, f"/workflows/{wf}/events") as stream:
         seen = _read_until(stream, lambda e: e.event == "token" and e.data.get("text"))

@@ -96,14 +96,16 @@ class Stack:
     Args:
         env: the full environment of the workers.
         log_dir: where each worker's log file goes (``<name>.log``).
-        concurrency: prefork pool size of each worker (``-c``).
+        concurrency: pool size of each worker (``-c``).
+        pool: Celery's worker pool (``-P``): ``prefork``, ``threads``, ``gevent``...
     """
 
-    def __init__(self, env: dict[str, str], log_dir: Path, concurrency: int = 2) -> None:
+    def __init__(self, env: dict[str, str], log_dir: Path, concurrency: int = 2, pool: str = "prefork") -> None:
         self.env = env
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.concurrency = concurrency
+        self.pool = pool
         self.workers: list[Worker] = []
         self._control_app: Any = None
 
@@ -137,6 +139,7 @@ class Stack:
             sys.executable, "-m", "celery", "-A", "tasks", "worker",
             "--loglevel", "INFO",
             "-c", str(concurrency or self.concurrency),
+            "-P", self.pool,
             "-n", f"{name}@%h",
             "--without-mingle", "--without-gossip",
             *(["-Q", ",".join(queues)] if queues else []),

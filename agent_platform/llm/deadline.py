@@ -13,6 +13,9 @@ No other thread takes part: a call hands nothing over, and nothing runs on the l
 between two calls. (A loop run by a thread of its own, as this module first had, cost
 each call two thread hand-offs, each one a wait for the scheduler on a busy machine, and
 each streamed piece a third.)
+
+A process that gevent has monkey-patched (``celery worker -P gevent``) does not use it:
+its greenlets share one OS thread, so one asyncio running loop; see :mod:`.green`.
 """
 
 from __future__ import annotations

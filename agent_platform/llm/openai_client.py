@@ -6,6 +6,9 @@ wait between attempts is a Celery countdown, not a sleeping worker (DESIGN secti
 The ``timeout`` is a deadline for the whole call (DESIGN section 3, rule 11): the SDK's
 async client runs on the calling thread's event loop (:mod:`.deadline`) and is cancelled,
 its connection closed, when the deadline passes, whatever the server sends meanwhile.
+In a process that gevent has monkey-patched (``celery worker -P gevent``), where that
+loop cannot work, the SDK's synchronous client makes the call and gevent keeps its
+deadline (:mod:`.green`); the request, the reply and the errors are the same.
 
 Requests go through the SDK's generic ``post`` (its documented way to send a body as
 is, "Making custom/undocumented requests"), not ``chat.completions.create``: ``create``
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import json
 import logging
 import math
@@ -33,9 +37,10 @@ import httpx
 import openai
 
 from ..errors import ConfigurationError, LLMError, RetryableLLMError
+from . import green
 from .deadline import MODEL_CALLS, DeadlineExceeded
 from .reply import AssistantReply, parse_chat_completion
-from .streaming import stream_chat
+from .streaming import DeltaSink, stream_chat, stream_chat_green
 
 log = logging.getLogger("agent_platform.llm")
 
@@ -112,6 +117,8 @@ class OpenAIChatClient:
         self._clients: dict[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = {}
         self._clients_pid = os.getpid()
         self._lock = threading.Lock()
+        #: The synchronous SDK client of a gevent process's calls (:mod:`.green`).
+        self._green: green.SharedClient[openai.OpenAI] = green.SharedClient()
         #: The server refused a streamed call with tools: later ones are not streamed.
         self._no_stream_with_tools = False
 
@@ -178,12 +185,7 @@ class OpenAIChatClient:
             if client is None:
                 # the loops of threads that ended are closed: their clients go too
                 self._clients = {known: c for known, c in self._clients.items() if not known.is_closed()}
-                client = self._clients[loop] = openai.AsyncOpenAI(
-                    api_key=cfg["api_key"],
-                    base_url=cfg["base_url"],
-                    timeout=cfg["timeout"],
-                    max_retries=0,
-                )
+                client = self._clients[loop] = openai.AsyncOpenAI(**_sdk_settings(cfg))
             return client
 
     def _stream_refused(self, cfg: dict[str, Any], with_tools: bool) -> None:
@@ -198,7 +200,9 @@ class OpenAIChatClient:
     def close(self) -> None:
         """Close the SDK clients and their kept-alive connections (the next call opens new
         ones). Call it while no call of this client is in progress: a client whose loop
-        is running (a call in another thread) is dropped without closing."""
+        is running (a call in another thread) is dropped without closing, and so is a
+        gevent process's client while calls use it (it is closed after the last one)."""
+        self._green.retire()
         with self._lock:
             clients = self._clients if self._clients_pid == os.getpid() else {}
             self._clients = {}
@@ -252,27 +256,16 @@ class OpenAIChatClient:
         if cfg["max_tokens"] is not None:
             request["max_tokens"] = cfg["max_tokens"]
         request.update(self.extra_body)
-        # httpx's per-phase timeouts no longer than the deadline (which bounds them all).
-        options: openai.RequestOptions = {"timeout": cfg["timeout"]}
-
-        async def call() -> httpx.Response:  # the body read whole
-            client = self._sdk(cfg, asyncio.get_running_loop())
-            return await client.post(CHAT_PATH, body=request, cast_to=httpx.Response, options=options)
-
-        async def open_stream() -> httpx.Response:  # the body left to read
-            client = self._sdk(cfg, asyncio.get_running_loop())
-            body = {**request, "stream": True, "stream_options": {"include_usage": True}}
-            return await client.post(CHAT_PATH, body=body, cast_to=httpx.Response, options=options, stream=True)
-
         deadline = time.monotonic() + cfg["timeout"]
         try:
             mode = "text" if self._no_stream_with_tools and cfg["stream"] == "on" else cfg["stream"]
             if on_delta is not None and _streams(mode, tools, request.get("tool_choice")):
-                streamed = stream_chat(open_stream, on_delta, cfg["timeout"])
+                body = {**request, "stream": True, "stream_options": {"include_usage": True}}
+                streamed = self._stream(cfg, body, on_delta)
                 if streamed is not None:
                     return streamed
                 self._stream_refused(cfg, bool(tools))  # asked again, unstreamed, within the deadline
-            raw = MODEL_CALLS.run(call, max(0.001, deadline - time.monotonic()))
+            raw = self._post(cfg, request, max(0.001, deadline - time.monotonic()))
         except (DeadlineExceeded, openai.APITimeoutError) as exc:
             raise RetryableLLMError(
                 f"the model call did not finish within its deadline of {cfg['timeout']:g} s"
@@ -289,6 +282,53 @@ class OpenAIChatClient:
         except ValueError as exc:
             raise RetryableLLMError(f"the model server sent a body that is not JSON: {raw.text[:200]!r}") from exc
         return parse_chat_completion(body)
+
+    def _post(self, cfg: dict[str, Any], body: dict[str, Any], deadline: float) -> httpx.Response:
+        """POST ``body`` and read the whole answer within ``deadline`` seconds: on this
+        thread's event loop, or with the synchronous client in a gevent process.
+
+        Raises:
+            DeadlineExceeded: the deadline passed (the request was ended, its connection closed).
+            openai.APIError: as the SDK raises them.
+        """
+        options = _options(cfg)
+        if green.patched():
+            with self._green.use(lambda: openai.OpenAI(**_sdk_settings(cfg))) as sync:
+                send = functools.partial(sync.post, CHAT_PATH, body=body, cast_to=httpx.Response, options=options)
+                return green.run(send, deadline)
+
+        async def call() -> httpx.Response:  # the body read whole
+            client = self._sdk(cfg, asyncio.get_running_loop())
+            return await client.post(CHAT_PATH, body=body, cast_to=httpx.Response, options=options)
+
+        return MODEL_CALLS.run(call, deadline)
+
+    def _stream(self, cfg: dict[str, Any], body: dict[str, Any], on_delta: DeltaSink) -> AssistantReply | None:
+        """POST ``body`` (``stream=True``) and read the answer as it arrives, within the
+        call's deadline: :func:`stream_chat`, or :func:`stream_chat_green` in a gevent process."""
+        options = _options(cfg)
+        if green.patched():
+            with self._green.use(lambda: openai.OpenAI(**_sdk_settings(cfg))) as sync:
+                send = functools.partial(
+                    sync.post, CHAT_PATH, body=body, cast_to=httpx.Response, options=options, stream=True
+                )
+                return stream_chat_green(send, on_delta, cfg["timeout"])
+
+        async def open_stream() -> httpx.Response:  # the body left to read
+            client = self._sdk(cfg, asyncio.get_running_loop())
+            return await client.post(CHAT_PATH, body=body, cast_to=httpx.Response, options=options, stream=True)
+
+        return stream_chat(open_stream, on_delta, cfg["timeout"])
+
+
+def _sdk_settings(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The SDK client's settings (``OpenAI`` and ``AsyncOpenAI`` alike): no retries of its own."""
+    return {"api_key": cfg["api_key"], "base_url": cfg["base_url"], "timeout": cfg["timeout"], "max_retries": 0}
+
+
+def _options(cfg: dict[str, Any]) -> openai.RequestOptions:
+    """A request's options: httpx's per-phase timeouts no longer than the deadline (which bounds them all)."""
+    return {"timeout": cfg["timeout"]}
 
 
 def _streams(mode: str, tools: list[dict[str, Any]] | None, tool_choice: str | None) -> bool:

@@ -27,14 +27,16 @@ name when first seen, an arguments fragment) or ``finish_reason``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import openai
 
 from ..errors import MalformedReply, RetryableLLMError
 from ..sse import SseParser
+from . import green
 from .deadline import MODEL_CALLS, DeadlineExceeded
 from .reply import AssistantReply, parse_chat_completion
 
@@ -259,7 +261,7 @@ def stream_chat(
     body as it arrives and calls ``on_delta``; ``timeout`` is a deadline for the whole
     call (headers, every chunk, the end), not per read (DESIGN section 3, rule 11): past
     it the request is cancelled (its connection closed) and nothing more reaches
-    ``on_delta``, whatever the server does.
+    ``on_delta``, whatever the server does. In a gevent process, see :func:`stream_chat_green`.
 
     Args:
         open_stream: called on the loop; returns an awaitable of the unread HTTP response
@@ -292,17 +294,56 @@ def stream_chat(
             finally:
                 await response.aclose()
         except Exception as exc:
-            if _refuses_streaming(exc):
-                return None
-            if isinstance(exc, openai.APIError) or not type(exc).__module__.startswith("httpx"):
-                raise
-            raise RetryableLLMError(f"the model's stream broke off: {type(exc).__name__}: {exc}") from exc
+            _raise_unless_refused(exc)
+            return None
         return reader.finish()
 
-    try:
+    with _deadline(timeout):
         return MODEL_CALLS.run(lambda: _ticking(read(), on_delta, tick), timeout)
+
+
+def stream_chat_green(
+    open_stream: Callable[[], Any], on_delta: DeltaSink, timeout: float, tick: float = 0.05
+) -> AssistantReply | None:
+    """:func:`stream_chat` in a process that gevent has monkey-patched (:mod:`.green`):
+    the same reply, deltas, ticks, deadline and errors, from the SDK's synchronous client.
+
+    Args:
+        open_stream: sends the request; returns the unread HTTP response
+            (``OpenAI.post(..., stream=True, cast_to=httpx.Response)``), which is read
+            (in a greenlet of its own) and closed.
+        on_delta, timeout, tick: as :func:`stream_chat` (``on_delta`` is called in this greenlet).
+
+    Returns and Raises: as :func:`stream_chat`.
+    """
+    reader = _StreamReader(on_delta)
+    with _deadline(timeout):
+        try:
+            green.stream(open_stream, reader.feed, lambda: on_delta(None), timeout, tick)
+        except Exception as exc:
+            _raise_unless_refused(exc)
+            return None
+    return reader.finish()
+
+
+@contextlib.contextmanager
+def _deadline(timeout: float) -> Iterator[None]:
+    """:class:`DeadlineExceeded` raised inside, as :class:`RetryableLLMError`."""
+    try:
+        yield
     except DeadlineExceeded as exc:
         raise RetryableLLMError(f"the model call did not finish within its deadline of {timeout:g} s") from exc
+
+
+def _raise_unless_refused(exc: Exception) -> None:
+    """Raise an error of a streamed exchange, unless it refuses streaming (see
+    :data:`STREAM_REFUSED`: the caller then asks again unstreamed): an error of httpx as
+    :class:`RetryableLLMError` (the stream broke off), the SDK's and any other as they are."""
+    if _refuses_streaming(exc):
+        return
+    if isinstance(exc, openai.APIError) or not type(exc).__module__.startswith("httpx"):
+        raise exc
+    raise RetryableLLMError(f"the model's stream broke off: {type(exc).__name__}: {exc}") from exc
 
 
 async def _ticking(work: Awaitable[T], on_delta: DeltaSink, tick: float) -> T:
@@ -405,4 +446,4 @@ class _StreamReader:
         return self.assembler.reply()
 
 
-__all__ = ["STREAM_REFUSED", "ChunkAssembler", "DeltaSink", "deltas_of", "stream_chat"]
+__all__ = ["STREAM_REFUSED", "ChunkAssembler", "DeltaSink", "deltas_of", "stream_chat", "stream_chat_green"]

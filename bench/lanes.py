@@ -21,12 +21,15 @@ RAW = "raw Celery chain"
 #: Celery worker pools compared (``celery worker -P``).
 POOLS = ("prefork", "threads", "gevent")
 #: Greenlets of a gevent worker, whatever concurrency is asked for. A green worker stalls
-#: 1-2 s each time all its greenlets hold a task (measured: a turn at -c 1 and -c 2 took
-#: seconds; a closed loop of 8 turns at -c 8 fell to 2-3 turns/s): Celery runs a green pool
-#: with its polling consumer loop, which does not fetch while the prefetch window
-#: (concurrency x prefetch multiplier 1) is full and looks again only after its poll
-#: timeout. So -c stays well above the steps in flight (the benchmarks keep <= 8); gevent is
-#: deployed with many greenlets anyway (one process, one CPU).
+#: up to 2 s a step when more steps wait than it has greenlets: Celery runs a green pool
+#: with its polling consumer loop (``synloop``), which does not fetch while the prefetch
+#: window (concurrency x prefetch multiplier 1) is full and looks again only after its 2 s
+#: poll timeout. Measured with ``bench.throughput --quick`` (8 turns outstanding, once a
+#: gevent worker's model calls no longer deadlocked, see agent_platform/llm/green.py):
+#: 0.17 turns/s at -c 1, 0.36 at -c 2, 1.3 at -c 4, the raw chain alike; 32.9 at -c 8 (an
+#: earlier note had 8 turns at -c 8 fall to 2-3 turns/s) and 35.5 at -c 32. So -c stays
+#: well above the steps in flight (the benchmarks keep <= 8); gevent is deployed with many
+#: greenlets anyway (one process, one CPU).
 GEVENT_CONCURRENCY = 32
 TASK = "Run the benchmark step."
 

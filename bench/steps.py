@@ -269,7 +269,8 @@ def _report(systems: list[System], unsupported: list[Lane], model_times: list[fl
     print_table(headers + (["error"] if errors else []), rows)
     print("note: agent-platform and the raw chains cross the Celery broker between tasks (a worker process, -c 1;")
     print(
-        f"      gevent -c {GEVENT_CONCURRENCY}: a green worker with all greenlets busy stalls 1-2 s, see bench/lanes.py);"
+        f"      gevent -c {GEVENT_CONCURRENCY}: a green worker with fewer greenlets than steps waiting stalls up to 2 s"
+        " a step, see bench/lanes.py);"
     )
     print("      DBOS and LangGraph run every step in the calling process and commit each checkpoint to the database.")
     for line in notes:

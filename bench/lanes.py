@@ -27,7 +27,7 @@ POOLS = ("prefork", "threads", "gevent")
 #: poll timeout. Measured with ``bench.throughput --quick`` (8 turns outstanding, once a
 #: gevent worker's model calls no longer deadlocked, see agent_platform/llm/green.py):
 #: 0.17 turns/s at -c 1, 0.36 at -c 2, 1.3 at -c 4, the raw chain alike; 32.9 at -c 8 (an
-#: earlier note had 8 turns at -c 8 fall to 2-3 turns/s) and 35.5 at -c 32. So -c stays
+#: earlier note had 8 turns at -c 8 fall to 2-3 turns/s) and 31.7-35.5 at -c 32. So -c stays
 #: well above the steps in flight (the benchmarks keep <= 8); gevent is deployed with many
 #: greenlets anyway (one process, one CPU).
 GEVENT_CONCURRENCY = 32

@@ -66,6 +66,9 @@ def model_server() -> Iterator[ScriptedModel]:
 def model(model_server: ScriptedModel) -> Iterator[ScriptedModel]:
     model_server.reset()
     yield model_server
+    # A turn this test left with a model call in flight (a held reply, a turn terminated
+    # mid-call) must not come back for the next test's replies: its call ends first.
+    model_server.wait_idle()
     model_server.reset()
 
 

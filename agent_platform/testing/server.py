@@ -256,6 +256,26 @@ class ScriptedModel:
                     f"got {self._calls} ({len(self._script)} scripted replies left)"
                 )
 
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until no chat request is being answered (a client that left does not
+        count), at most ``timeout`` seconds; True when idle.
+
+        Between two tests: a test that ends while a model call of its turn is held (a
+        :func:`~agent_platform.testing.delay`) must not leave that call to take the next
+        test's replies when it comes back for more.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                for key, sock in list(self._in_flight.items()):
+                    if sock is not None and client_left(sock):
+                        del self._in_flight[key]
+                if not self._in_flight:
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+
     def reset(self) -> None:
         """Empty the script, drop the responder and forget recorded requests and errors."""
         with self._lock:

@@ -311,6 +311,34 @@ def test_denied_tool_call_goes_back_to_the_model(api: Api, model: ScriptedModel,
     assert [s["status"] for s in api.steps(wf) if s["kind"] == "tool"] == ["error"]
 
 
+@pytest.mark.parametrize("body", ["none", "null"])
+def test_an_approval_raised_without_data_is_a_denial_not_a_loop(
+    api: Api, model: ScriptedModel, redis_client: redis.Redis, body: str
+) -> None:
+    """Dapr lets event data be left out: an approval raised with no body, or with JSON
+    ``null``, is raised all the same (a denial), not "not raised yet": it once made the
+    step wait again, see the event raised already, and re-run, hundreds of times a second."""
+    model.add(tool_call("wire_money", {"amount": 5, "to": "Eve"}), text("Not approved, then."))
+    wf = api.start_turn("Wire $5 to Eve", session_id=f"null-{body}")
+    pending = _wait_for_approval(api, wf, "wire_money")
+
+    url = f"/workflows/{wf}/raise-event/{pending['name']}"
+    response = (
+        api.http.post(url)
+        if body == "none"
+        else api.http.post(url, content=b"null", headers={"Content-Type": "application/json"})
+    )
+
+    assert response.status_code == 202 and response.json()["woke"] is True, response.text
+    status = api.wait_status(wf)
+    assert status["runtime_status"] == "COMPLETED" and status["output"] == "Not approved, then."
+    assert tool_events(redis_client) == []
+    steps = api.steps(wf)
+    assert len([s for s in steps if s["kind"] == "event"]) <= 3, [s["kind"] for s in steps]  # wait, the event: no loop
+    assert [s["status"] for s in steps if s["kind"] == "tool"] == ["error"]
+    assert chain_problems(steps) == []
+
+
 def test_approval_times_out_as_a_denial(api: Api, model: ScriptedModel, redis_client: redis.Redis) -> None:
     model.add(tool_call("delete_records", {"table": "users"}), text("Nobody approved the deletion in time."))
     wf = api.start_turn("Delete every user", session_id="timeout")

@@ -96,8 +96,8 @@ def _expire_wait(runtime: Runtime, store: WorkflowStore, state: WorkflowState) -
         store.set_due(state.instance_id, wait)
         return 0
     payload: Any = state.events.get(pending["name"])
-    if payload is not None:
-        pass  # it arrived but did not wake the workflow: deliver it rather than a timeout
+    if pending["name"] in state.events:
+        pass  # it arrived (even as null) but did not wake the workflow: deliver it rather than a timeout
     elif pending.get("kind") == "approval":
         payload = {"approved": False, "reason": "timed out waiting for approval"}
     else:

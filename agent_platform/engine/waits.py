@@ -36,11 +36,11 @@ def wait_for(
     timeout: float | None,
     extra: dict[str, Any] | None = None,
 ) -> Any:
-    """The payload of event ``name`` once raised, or the :class:`Suspend` outcome that
-    waits for it (``timeout`` seconds, None: forever)."""
-    payload = ctx.state.events.get(name)
-    if payload is not None:
-        return payload
+    """The payload of event ``name`` once raised (None for an event raised without data or
+    with ``null``: raised all the same), or the :class:`Suspend` outcome that waits for it
+    (``timeout`` seconds, None: forever)."""
+    if name in ctx.state.events:
+        return ctx.state.events[name]
     tool_call = {"id": call.id, "name": call.name, "arguments": call.arguments}
     pending: dict[str, Any] = {"name": name, "kind": kind, "tool_call": tool_call, **(extra or {})}
     if timeout:
@@ -64,7 +64,7 @@ def run_waiting_tool(
     try:
         arguments = tool.validate(call.received)
         payload = ctx.state.events.get(name)
-        if payload is None:
+        if name not in ctx.state.events:  # a payload of null is an answer too
             tool.begin(arguments, context, name)  # idempotent by context.idempotency_key
             payload = wait_for(ctx, name, "response", call, tool.event_timeout, {"target": tool.target})
             if isinstance(payload, Suspend):

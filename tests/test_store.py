@@ -87,3 +87,30 @@ def test_a_finish_appends_to_memory_and_leaves_session_and_sweeper_in_one_round_
     store.client.zadd(store.keys.active, {"wf-2": 0})
     assert store.finish_turn("Bot", "s1", "wf-2", history.append_call("s1", "wf-2", turn, leave=leave)) is None
     assert len(history.messages("s1")) == 4 and store.client.zscore(store.keys.active, "wf-2") is None
+
+
+def test_a_step_of_a_purged_workflow_cannot_checkpoint_into_its_successor_of_the_same_id(store: WorkflowStore) -> None:
+    """An instance id purged and used again (the README's way to reuse one): a model call of
+    the old run that comes back while the new run is at the same step_seq is refused, as
+    the old workflow is missing, instead of writing the old answer into the new turn."""
+    from agent_platform.engine.records import StepClock
+    from agent_platform.store.plans import CheckpointPlan
+
+    store.create("ABA", "Bot", "s1", "OLD turn")
+    old = store.open_step("ABA", 0, None, "old-token", 30.0)
+    assert old.verdict == "open" and old.state is not None
+    store.control("ABA", "terminate")
+    store.finish_turn("Bot", "s1", "ABA")
+    store.purge("ABA")
+    store.create("ABA", "Bot", "s1", "NEW turn")
+    new = store.open_step("ABA", 0, None, "new-token", 30.0)
+    assert new.verdict == "open" and new.state is not None
+
+    record = StepClock().record("start", "ok", 1, "w", {"task": "OLD turn"})
+    plan = CheckpointPlan("advance", {"runtime_status": "RUNNING"}, next={"kind": "llm"})
+    stale = store.checkpoint("ABA", 0, None, "old-token", record, plan, incarnation=old.state.fields["incarnation"])
+
+    assert not stale.accepted and stale.reason == "missing"
+    assert store.steps("ABA") == [] and store.state("ABA").input == "NEW turn"
+    fresh = store.checkpoint("ABA", 0, None, "new-token", record, plan, incarnation=new.state.fields["incarnation"])
+    assert fresh.accepted and [s["kind"] for s in store.steps("ABA")] == ["start"]

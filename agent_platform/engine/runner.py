@@ -204,8 +204,9 @@ def _checkpoint(
     m = ctx.message
     plan = outcome.plan()
     tokens = ctx.carry.pop("token_batch", None)  # the model call's last batch of tokens, if any
+    incarnation = ctx.state.fields.get("incarnation", "")  # refused if the workflow was purged and made again
     result = ctx.store.checkpoint(
-        m.workflow_id, m.step_seq, m.call_index, token, outcome.record, plan, due_in, chain, before=tokens
+        m.workflow_id, m.step_seq, m.call_index, token, outcome.record, plan, due_in, chain, tokens, incarnation
     )
     if not result.accepted:
         log.info("checkpoint of %s step %s/%s refused: %s", m.workflow_id, ctx.kind, m.step_seq, result.reason)

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import time
+import uuid
 from typing import Any
 
 from redis.exceptions import NoScriptError
@@ -168,6 +169,9 @@ class WorkflowStore(WorkflowQueries):
             "prompt_tokens": 0,
             "completion_tokens": 0,
             "next": json.dumps({"kind": "start"}),
+            # this creation's own id: a step of an earlier workflow of the same id (purged,
+            # then created again) is refused at its checkpoint
+            "incarnation": uuid.uuid4().hex,
             "metadata": json.dumps(metadata or {}),
             **({"callback_url": callback_url} if callback_url else {}),
         }
@@ -297,6 +301,7 @@ class WorkflowStore(WorkflowQueries):
         due_in: float = 30.0,
         chain: Chain | None = None,
         before: ScriptCall | None = None,
+        incarnation: str = "",
     ) -> CheckpointResult:
         """Append ``record`` and move the workflow by ``plan``, atomically and fenced
         (``store/lua/checkpoint.lua``); release our lease; with ``chain``, open the next
@@ -309,6 +314,9 @@ class WorkflowStore(WorkflowQueries):
             before: a side write to make first in the same round trip (the step's
                 last batch of tokens, :meth:`TokenChannel.batch`); its failure is logged,
                 never raised.
+            incarnation: the ``incarnation`` field of the state the step was opened with
+                ("" : not checked); a workflow purged and created again under the same id
+                has a new one, and the old run's checkpoint is refused as ``missing``.
         """
         keys = self._step_keys(workflow_id)
         keys.append(self.keys.lease(workflow_id, step_seq, call_index))
@@ -322,6 +330,7 @@ class WorkflowStore(WorkflowQueries):
             plan.to_json(chain, self.turns.have(workflow_id) if chain and chain.with_messages else 0),
             now_iso(),
             now_ms(),
+            incarnation,
         ]
         reply = self._run("checkpoint", keys, args, due=(workflow_id, due_in), before=before)
         code = int(reply[0])

@@ -19,6 +19,9 @@
 --                   (SUSPENDED waiting for event `name`, unless it was raised already),
 --                   chain {token, ttl_ms, call_index, worker, with_messages, have} (open the next step)
 -- ARGV[6] now_iso   ARGV[7] now_ms
+-- ARGV[8] incarnation  the status hash's `incarnation` when the step was opened ('' : not
+--                   checked): a workflow purged and created again under the same id has a
+--                   new one, so a step of the old run is refused as missing
 -- Mode `tool`: one call of a parallel group; the call is written once (done), and the last
 -- one to checkpoint (tools_remaining reaches 0) advances the workflow.
 -- Returns {seq, status, advanced (0/1), woke_early (0/1), opened (see _open.lua) or nil},
@@ -36,6 +39,7 @@ local function refuse(code, status)
 end
 local status = redis.call('HGET', meta, 'runtime_status')
 if not status then return refuse(-4) end
+if (ARGV[8] or '') ~= '' and redis.call('HGET', meta, 'incarnation') ~= ARGV[8] then return refuse(-4) end
 if TERMINAL[status] then return refuse(-1, status) end
 if redis.call('HGET', meta, 'step_seq') ~= step_seq then return refuse(-2, status) end
 local mode = plan.mode

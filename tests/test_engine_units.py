@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from agent_platform.engine import control, lifecycle
-from agent_platform.engine.dispatch import StepMessage
+from agent_platform.engine.dispatch import StepMessage, task_kind
 from agent_platform.engine.runner import StepReport, Verdict, run_step
 from agent_platform.engine.sweeper import sweep_due
 from agent_platform.errors import ConfigurationError, LLMError, RetryableLLMError
@@ -440,6 +440,22 @@ def test_purge_deletes_every_key_of_a_workflow_including_the_bus_response_marker
     control.purge(rt, wf)
 
     assert sorted(store.client.scan_iter(match=f"*{wf}*")) == []
+
+
+def test_a_purged_id_created_again_in_its_session_is_remembered_again() -> None:
+    """Purge, then reuse the id (as the README says to): the new turn is appended to
+    memory; the writers set used to keep the old one's id and skip it."""
+    rt = FakeRuntime(make_agent(FakeModel(say("first"), say("second"))))
+    store = rt.store_for("Unit")
+    for task in ("one", "two"):
+        store.create("reused", "Unit", "s1", task)
+        rt.dispatch(StepMessage("Unit", "reused", task_kind("start"), 0))
+        list(rt.drain())
+        assert store.state("reused").runtime_status == RuntimeStatus.COMPLETED
+        if task == "one":
+            control.purge(rt, "reused")
+    history = rt.history_for(rt.agent("Unit"))
+    assert [m["content"] for m in history.messages("s1")] == ["one", "first", "two", "second"]
 
 
 def test_lua_scripts_name_only_known_statuses_and_ship_as_package_data() -> None:

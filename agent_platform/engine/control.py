@@ -54,12 +54,18 @@ def resume(runtime: Runtime, workflow_id: str) -> RuntimeStatus:
 
 
 def purge(runtime: Runtime, workflow_id: str) -> None:
-    """Delete a finished workflow's keys.
+    """Delete a finished workflow's keys; its session's memory forgets that it appended
+    (the messages stay), so that a workflow created again under the same id is remembered.
 
     Raises:
         WorkflowNotFound, InvalidTransition (it has not finished).
     """
-    runtime.find_store(workflow_id).purge(workflow_id)
+    store = runtime.find_store(workflow_id)
+    state = store.state(workflow_id)
+    store.purge(workflow_id)
+    forget = getattr(runtime.history_for(runtime.agent(state.agent)), "forget_writer", None)
+    if forget is not None:
+        forget(state.session_id, workflow_id)
 
 
 def raise_event(runtime: Runtime, workflow_id: str, name: str, payload: Any, worker: str = "api") -> bool:

@@ -33,6 +33,11 @@ class ConversationListMemory:
         with self._lock:
             return [dict(m) for m in self._sessions.get(session_id, [])[:stop]]
 
+    def forget_writer(self, session_id: str, workflow_id: str) -> None:
+        """Forget that ``workflow_id`` appended (it was purged); the messages stay."""
+        with self._lock:
+            self._written.discard((session_id, workflow_id))
+
     def append_turn(self, session_id: str, workflow_id: str, messages: list[dict[str, Any]]) -> bool:
         """Append once per (session, workflow); False when already appended."""
         with self._lock:

@@ -94,6 +94,11 @@ class RedisSessionHistory:
         writers = keys.conversation_writers(self.prefix, self.agent, session_id)
         return ScriptCall(self._append, [key, writers, *([leave] if leave else [])], [workflow_id, *payload])
 
+    def forget_writer(self, session_id: str, workflow_id: str) -> None:
+        """Forget that ``workflow_id`` appended (it was purged): a new workflow given the
+        same id appends its own turn (SREM of the writers set; the messages stay)."""
+        self.client.srem(keys.conversation_writers(self.prefix, self.agent, session_id), workflow_id)
+
     def append_turn(self, session_id: str, workflow_id: str, messages: list[dict[str, Any]]) -> bool:
         """Append once per workflow (one Lua script: SADD of the writer, then RPUSH)."""
         call = self.append_call(session_id, workflow_id, messages)

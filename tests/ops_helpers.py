@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import shlex
 import signal
 import socket
@@ -282,6 +283,26 @@ def slow_body_connection(port: int, path: str = "/start-workflow") -> socket.soc
     head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
     sock.sendall(head.encode() + b"Content-Length: 100\r\n\r\n" + b'{"task": "')
     return sock
+
+
+def trickling_body_connection(port: int, path: str = "/start-workflow") -> tuple[socket.socket, threading.Event]:
+    """A connection that sends a request's headers with ``Content-Length: 100``, then one
+    byte of the body every 0.5 s from a thread, until the returned event is set or the
+    server closes (case C16: each byte would restart a per-read timeout)."""
+    sock = slow_body_connection(port, path)
+    stop = threading.Event()
+
+    def trickle() -> None:
+        while not stop.wait(0.5):
+            if select.select([sock], [], [], 0)[0]:  # the server answered: stop (no RST on its 408)
+                return
+            try:
+                sock.send(b"x")
+            except OSError:
+                return
+
+    threading.Thread(target=trickle, daemon=True).start()
+    return sock, stop
 
 
 def read_until_closed(sock: socket.socket, timeout: float) -> tuple[bytes, float]:

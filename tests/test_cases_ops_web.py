@@ -36,6 +36,7 @@ from .ops_helpers import (
     read_until_closed,
     shell_procfile_line,
     slow_body_connection,
+    trickling_body_connection,
     wait_http,
 )
 from .workers import REPO, apply_env, wait_until
@@ -131,6 +132,23 @@ def test_c16_slow_bodies_do_not_stall_gunicorn_and_each_is_dropped_after_the_bod
         assert json.loads(body)["error"]["code"] == "request_timeout", body
         if sock in first:  # dropped after the documented timeout, not before
             assert BODY_TIMEOUT - 0.5 <= closed_at - opened <= BODY_TIMEOUT + 8, closed_at - opened
+
+
+def test_c16_a_body_trickled_a_byte_at_a_time_is_cut_at_the_body_timeout(gunicorn_web: tuple[str, int]) -> None:
+    """A byte every 0.5 s would restart a per-read socket timeout for ever (found by a
+    break-it session: no answer after 25 s); the body timeout bounds the whole read."""
+    _, port = gunicorn_web
+    opened = time.monotonic()
+    sock, stop = trickling_body_connection(port)
+    try:
+        data, closed_at = read_until_closed(sock, timeout=BODY_TIMEOUT + 20)
+    except ConnectionResetError:  # bytes that came after the 408 were unread at close: TCP resets
+        data, closed_at = b"", time.monotonic()
+    finally:
+        stop.set()
+        sock.close()
+    assert data == b"" or data.startswith(b"HTTP/1.1 408"), data[:300]
+    assert BODY_TIMEOUT - 0.5 <= closed_at - opened <= BODY_TIMEOUT + 3, closed_at - opened
 
 
 # -- C20: completion callbacks aimed at internal addresses -------------------------------

@@ -12,10 +12,13 @@ reading of its body.
 
 - at most ``max_bytes`` (``AGENT_PLATFORM_MAX_REQUEST_BYTES``): one byte more, with or
   without a ``Content-Length``, is a 413;
-- within ``timeout`` seconds (``AGENT_PLATFORM_BODY_TIMEOUT``) of the first read: each
-  read of the client socket gets the time left as its socket timeout (as gunicorn's own
-  ``finish_body(deadline=...)`` drains a body); past it, a 408, and the socket is shut
-  for reading so the server drops the connection after the answer.
+- within ``timeout`` seconds (``AGENT_PLATFORM_BODY_TIMEOUT``) of the first read: on a
+  gevent worker (the Procfile's), a ``gevent.Timeout`` for the whole read, which cuts the
+  greenlet wherever it waits; elsewhere each read gets the time left as its socket timeout
+  (as gunicorn's own ``finish_body(deadline=...)`` drains a body), which a client that
+  trickles a byte now and then stretches, since gunicorn's reader loops over ``recv``
+  until it has what was asked. Past it, a 408, and the socket is shut for reading so the
+  server drops the connection after the answer.
 
 The client socket is the one gunicorn (``gunicorn.socket``) or werkzeug's development
 server (``werkzeug.socket``) puts in the WSGI environ; under another server the size
@@ -32,6 +35,8 @@ import time
 from typing import Any
 
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, RequestTimeout
+
+from agent_platform.llm.green import patched as gevent_patched
 
 log = logging.getLogger("agent_platform.web")
 
@@ -70,6 +75,7 @@ def read_body(environ: dict[str, Any], max_bytes: int, timeout: float) -> None:
     stream = environ["wsgi.input"]
     chunks: list[bytes] = []
     size = 0
+    whole = _whole_read_deadline(timeout) if deadline is not None else None
     try:
         while length is None or size < length:
             if deadline is not None:
@@ -94,6 +100,8 @@ def read_body(environ: dict[str, Any], max_bytes: int, timeout: float) -> None:
     except Exception as exc:  # a reset connection, a malformed chunk (gunicorn's InvalidChunkSize...)
         raise BadRequest(f"the request body could not be read: {type(exc).__name__}") from exc
     finally:
+        if whole is not None:
+            whole.close()
         if deadline is not None:
             _restore(sock, previous)
     if length is not None and size < length:
@@ -103,6 +111,18 @@ def read_body(environ: dict[str, Any], max_bytes: int, timeout: float) -> None:
     environ["CONTENT_LENGTH"] = str(len(body))
     environ.pop("HTTP_TRANSFER_ENCODING", None)
     environ.pop("wsgi.input_terminated", None)
+
+
+def _whole_read_deadline(timeout: float) -> Any:
+    """A started ``gevent.Timeout`` that raises :class:`TimeoutError` in this greenlet
+    after ``timeout`` seconds, in a gevent-patched process; None elsewhere."""
+    if not gevent_patched():
+        return None
+    import gevent
+
+    timer = gevent.Timeout(timeout, TimeoutError)
+    timer.start()
+    return timer
 
 
 def _length(environ: dict[str, Any]) -> int:

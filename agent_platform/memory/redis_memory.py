@@ -102,7 +102,7 @@ class RedisSessionHistory:
     def append_turn(self, session_id: str, workflow_id: str, messages: list[dict[str, Any]]) -> bool:
         """Append once per workflow (one Lua script: SADD of the writer, then RPUSH)."""
         call = self.append_call(session_id, workflow_id, messages)
-        return bool(self._append(keys=call.keys, args=call.args))
+        return bool(call.run(self.client))
 
 
 class ConversationDaprStateMemory(ConversationRedisMemory):

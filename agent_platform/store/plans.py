@@ -49,6 +49,14 @@ class ScriptCall:
     keys: list[str]
     args: list[Any]
 
+    def add_to(self, pipe: Any) -> None:
+        """Queue it in a redis-py pipeline as ``EVALSHA`` (the caller handles NOSCRIPT)."""
+        pipe.evalsha(self.script.sha, len(self.keys), *self.keys, *self.args)
+
+    def run(self, client: Any) -> Any:
+        """Run it on its own round trip (redis-py loads the script when Redis lacks it)."""
+        return self.script(keys=self.keys, args=self.args, client=client)
+
 
 @dataclass(frozen=True)
 class OpenedStep:

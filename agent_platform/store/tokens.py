@@ -90,7 +90,7 @@ class TokenChannel:
             workflow does not exist (purged).
         """
         call = self.batch(workflow_id, run, stage, attempt, delta, first)
-        return int(self._publish(keys=call.keys, args=call.args))
+        return int(call.run(self.client))
 
     def batch(
         self, workflow_id: str, run: str, stage: int, attempt: int, delta: dict[str, Any], first: bool

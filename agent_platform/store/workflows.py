@@ -26,6 +26,7 @@ from ..keys import WorkflowKeys
 from .plans import Chain, CheckpointPlan, CheckpointResult, OpenedStep, ScriptCall, _record, now_iso, now_ms
 from .queries import WorkflowQueries
 from .scripts import source
+from .sessions import SessionQueues
 from .state import TERMINAL, RuntimeStatus, WorkflowState
 from .turn_messages import TurnMessages
 
@@ -41,7 +42,7 @@ def now_us() -> int:
 log = logging.getLogger("agent_platform.store")
 
 
-class WorkflowStore(WorkflowQueries):
+class WorkflowStore(WorkflowQueries, SessionQueues):
     """Workflow state of the agents that share one ``state.redis`` component and state_key.
 
     Args:
@@ -94,7 +95,7 @@ class WorkflowStore(WorkflowQueries):
         for _ in range(2):
             pipe = self.client.pipeline(transaction=False)
             if before is not None:
-                pipe.evalsha(before.script.sha, len(before.keys), *before.keys, *before.args)
+                before.add_to(pipe)
             pipe.evalsha(script.sha, len(keys), *keys, *args)
             if due is not None:
                 pipe.zadd(self.keys.active, {due[0]: now_ms() + int(due[1] * 1000)}, xx=True)
@@ -443,69 +444,6 @@ class WorkflowStore(WorkflowQueries):
         raw = self.client.hget(self.key(workflow_id, "meta"), f"event:{name}")
         return None if raw is None else json.loads(raw)
 
-    # -- sessions -----------------------------------------------------------------------
-    def session_head(self, agent: str, session_id: str) -> str | None:
-        """The session's oldest unfinished turn, or None."""
-        head: str | None = self.client.lindex(self.keys.session(agent, session_id), 0)
-        return head
-
-    def leave_session(self, agent: str, session_id: str, workflow_id: str) -> str | None:
-        """Remove a finished turn from its session; return the new head (to start), or None."""
-        pipe = self.client.pipeline(transaction=False)
-        key = self.keys.session(agent, session_id)
-        pipe.lrem(key, 0, workflow_id)
-        pipe.lindex(key, 0)
-        head: str | None = pipe.execute()[1]
-        return head
-
-    def session_head_and_list(self, agent: str, session_id: str, key: str) -> tuple[str | None, list[str]]:
-        """The session's oldest unfinished turn and, in the same round trip, the whole list
-        ``key`` of the same hash tag (the session's memory: a turn's start reads both)."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.lindex(self.keys.session(agent, session_id), 0)
-        pipe.lrange(key, 0, -1)
-        head, entries = pipe.execute()
-        return head, list(entries)
-
-    def finish_turn(
-        self, agent: str, session_id: str, workflow_id: str, memory: ScriptCall | None = None
-    ) -> str | None:
-        """A finished turn leaves its session and the sweeper's set, in one round trip:
-        ``memory`` (the turn's append to the session's memory on this client, which also
-        leaves the session: ``append_call(..., leave=keys.session(...))``) or LREM and
-        LINDEX, then ZREM. Returns the session's new head (to start), or None.
-
-        A restarted Redis that forgot the memory script has run the ZREM alone: the
-        workflow goes back into the sweeper's set before the script is loaded and run
-        again, so a crash meanwhile still leaves the finish to the sweeper.
-        """
-        key = self.keys.session(agent, session_id)
-        if is_cluster(self.client):  # no EVALSHA in a cluster pipeline; the ZREM comes last
-            if memory is not None:
-                new_head = memory.script(keys=memory.keys, args=memory.args, client=self.client)[1]
-            else:
-                new_head = self.leave_session(agent, session_id, workflow_id)
-            self.forget_active(workflow_id)
-            return new_head or None
-        pipe = self.client.pipeline(transaction=False)
-        if memory is not None:
-            pipe.evalsha(memory.script.sha, len(memory.keys), *memory.keys, *memory.args)
-        else:
-            pipe.lrem(key, 0, workflow_id)
-            pipe.lindex(key, 0)
-        pipe.zrem(self.keys.active, workflow_id)
-        replies = pipe.execute(raise_on_error=False)
-        if memory is not None and isinstance(replies[0], NoScriptError):
-            self.client.zadd(self.keys.active, {workflow_id: now_ms()})
-            memory.script(keys=memory.keys, args=memory.args, client=self.client)  # loads it, runs it
-            self.forget_active(workflow_id)
-            return self.session_head(agent, session_id)
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        head: str | None = replies[0][1] if memory is not None else replies[1]
-        return head
-
     # -- crash tests --------------------------------------------------------------------
     def fire_once(self, fault: str) -> bool:
         """True the first time it is called for ``fault`` in this store (AGENT_PLATFORM_FAULT)."""
@@ -515,6 +453,6 @@ class WorkflowStore(WorkflowQueries):
 def _side_call(call: ScriptCall, client: Any) -> None:
     """Run a side write on its own (Redis Cluster); its failure is logged, not raised."""
     try:
-        call.script(keys=call.keys, args=call.args, client=client)
+        call.run(client)
     except Exception as exc:  # noqa: BLE001 - a side channel never fails the step
         log.warning("side write failed: %s: %s", type(exc).__name__, exc)

@@ -294,11 +294,11 @@ def trickling_body_connection(port: int, path: str = "/start-workflow") -> tuple
 
     def trickle() -> None:
         while not stop.wait(0.5):
-            if select.select([sock], [], [], 0)[0]:  # the server answered: stop (no RST on its 408)
-                return
             try:
+                if select.select([sock], [], [], 0)[0]:  # the server answered: stop (no RST on its 408)
+                    return
                 sock.send(b"x")
-            except OSError:
+            except (OSError, ValueError):  # closed meanwhile (by the server, or the test: fd -1)
                 return
 
     threading.Thread(target=trickle, daemon=True).start()
